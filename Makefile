@@ -1,0 +1,44 @@
+# Entry points of the executable study. `make book` and `make test` do all the set-up a fresh
+# machine needs: a virtualenv in .venv with requirements.txt, reinstalled when that file changes.
+#
+#   make book [PROFILE=smoke|cpu|paper] [DATA_ROOT=path]   execute every chapter, build the HTML
+#   make test                                              lint, unit tests, smoke build of the book
+#   make smoke | make lint | make clean
+
+PYTHON ?= python3
+VENV ?= .venv
+PROFILE ?= cpu
+DATA_ROOT ?=
+
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.requirements.stamp
+DATA_ARG := $(if $(DATA_ROOT),--data-root "$(DATA_ROOT)")
+BOOK := $(BIN)/python -m ood_lib.book
+
+.PHONY: book smoke test lint clean venv
+
+venv: $(STAMP)
+
+# The stamp is newer than requirements.txt once it is installed.
+$(STAMP): requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -r requirements.txt
+	touch $@
+
+book: $(STAMP)
+	$(BOOK) --profile $(PROFILE) $(DATA_ARG)
+
+smoke: $(STAMP)
+	$(BOOK) --profile smoke $(DATA_ARG)
+
+lint: $(STAMP)
+	$(BIN)/python -m ruff check .
+
+test: lint
+	$(BIN)/python -m pytest -q
+	$(BOOK) --profile smoke $(DATA_ARG)
+
+# Build outputs and caches only; the virtualenv and downloaded data (data_cache/) stay.
+clean:
+	rm -rf _build .pytest_cache .ruff_cache
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

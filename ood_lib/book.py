@@ -1,0 +1,388 @@
+"""Execute the book's chapters with papermill, then build the HTML with jupyter-book.
+
+Run as ``python -m ood_lib.book [--profile smoke|cpu|paper] [--chapter NAME ...]``.
+
+One run with profile ``P`` does, in order:
+
+1. read ``_toc.yml`` and find every page's source file;
+2. execute each chapter that is a jupytext notebook (a ``.md`` with a jupytext header, or an
+   ``.ipynb``) with papermill into ``_build/executed/P/<docname>.ipynb``, passing the
+   parameters ``profile``, ``seed`` and ``data_root``; plain markdown pages are copied there;
+   each chapter's wall time goes to ``_build/executed/P/timings.json``;
+3. stage a book source folder ``_build/book_src/P`` (``_config.yml``, ``_toc.yml``, the
+   executed pages and the chapters' static files such as ``references.bib`` or images);
+4. build it with ``jupyter-book build -W -n --keep-going`` (any Sphinx warning fails the
+   build) and copy the HTML to ``_build/html`` (``_build/html/index.html``).
+
+Notebooks run in a kernel of the interpreter running this module, with the chapter's own
+folder (``chapters/``) as working directory and ``PYTHONPATH`` = the project root; the runner
+sets ``MPLBACKEND=Agg``, the kernels use matplotlib's inline backend so that figures are saved
+in the notebooks. jupyter-book itself never executes anything (``execute_notebooks: off``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ood_lib.paths import PROJECT_ROOT, build_dir
+
+PROFILES = ("smoke", "cpu", "paper")
+KERNEL = "python3"
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
+PAGE_SUFFIXES = (".md", ".ipynb")
+SOURCE_LINES_SHOWN = 6
+
+
+class BookError(RuntimeError):
+    """The book could not be executed or built; the message says where and why."""
+
+
+class ChapterFailed(BookError):
+    """A chapter did not execute; the message names the chapter and, if known, the cell."""
+
+
+class UnknownChapter(BookError):
+    """``--chapter`` named a chapter that is not a notebook in ``_toc.yml``."""
+
+
+@dataclass(frozen=True)
+class Page:
+    """One entry of ``_toc.yml``: its toc path, its source file and whether it is executed."""
+
+    docname: str
+    source: Path
+    is_notebook: bool
+
+    @property
+    def name(self) -> str:
+        """Short name used on the command line and in timings, e.g. ``02_glow``."""
+        return Path(self.docname).name
+
+
+def front_matter(path: Path) -> dict[str, Any]:
+    """The YAML front matter of a markdown file (``{}`` when it has none)."""
+    text = path.read_text(encoding="utf-8")
+    if not text.startswith("---\n"):
+        return {}
+    header, sep, _ = text[4:].partition("\n---")
+    return (yaml.safe_load(header) or {}) if sep else {}
+
+
+def toc_docnames(entry: Any) -> list[str]:
+    """Every ``root``/``file`` in a jb-book toc (or part of one), in reading order."""
+    if isinstance(entry, list):
+        return [name for item in entry for name in toc_docnames(item)]
+    if not isinstance(entry, dict):
+        return []
+    names = [entry[key] for key in ("root", "file") if key in entry]
+    for key in ("parts", "chapters", "sections"):
+        names += toc_docnames(entry.get(key, []))
+    return names
+
+
+def read_toc(root: Path = PROJECT_ROOT) -> dict[str, Any]:
+    """The parsed ``<root>/_toc.yml``."""
+    return yaml.safe_load((root / "_toc.yml").read_text(encoding="utf-8"))
+
+
+def find_page(docname: str, root: Path = PROJECT_ROOT) -> Page:
+    """The page a toc entry names: ``<docname>.md``, else ``<docname>.ipynb``.
+
+    The ``.md`` wins when both exist: an ``.ipynb`` beside it is a (git-ignored) copy made
+    with jupytext for working in Jupyter.
+    """
+    candidates = [root / f"{docname}{suffix}" for suffix in PAGE_SUFFIXES]
+    found = next((path for path in candidates if path.is_file()), None)
+    if found is None:
+        raise BookError(
+            f"_toc.yml lists {docname!r} but none of "
+            + ", ".join(str(path.relative_to(root)) for path in candidates)
+            + " exists"
+        )
+    notebook = found.suffix == ".ipynb" or "jupytext" in front_matter(found)
+    return Page(docname, found, notebook)
+
+
+def read_pages(root: Path = PROJECT_ROOT) -> list[Page]:
+    """The pages listed in ``<root>/_toc.yml``, in reading order."""
+    return [find_page(docname, root) for docname in toc_docnames(read_toc(root))]
+
+
+def prepare_environment(root: Path = PROJECT_ROOT) -> None:
+    """Set what chapters need in ``os.environ`` (inherited by the kernels papermill starts).
+
+    ``PYTHONPATH`` gets the project root and ``MPLBACKEND`` is ``Agg`` (headless). A kernelspec
+    named ``python3`` that runs *this* interpreter is put first on ``JUPYTER_PATH``, so a
+    user-wide ``python3`` kernelspec pointing at another Python cannot be picked up by mistake.
+    Inside that kernel ``MPLBACKEND`` is matplotlib's inline backend: under ``Agg`` a
+    notebook's figures would silently be missing from its outputs.
+    """
+    from ipykernel.kernelspec import get_kernel_dict  # argv[0] is sys.executable
+
+    spec = get_kernel_dict() | {"env": {"MPLBACKEND": INLINE_BACKEND}}
+    spec_dir = build_dir() / "jupyter" / "kernels" / KERNEL
+    spec_dir.mkdir(parents=True, exist_ok=True)
+    (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=1))
+
+    def prepend(var: str, value: str) -> None:
+        parts = [p for p in os.environ.get(var, "").split(os.pathsep) if p and p != value]
+        os.environ[var] = os.pathsep.join([value, *parts])
+
+    prepend("PYTHONPATH", str(root))
+    prepend("JUPYTER_PATH", str(spec_dir.parents[1]))
+    os.environ["MPLBACKEND"] = "Agg"
+
+
+def execute_notebook(
+    source: Path, output: Path, parameters: dict[str, Any], cwd: Path | None = None
+) -> float:
+    """Execute the notebook ``source`` into ``output`` with papermill; return the wall time.
+
+    ``source`` may be a jupytext text notebook or an ``.ipynb``. The working directory is
+    ``cwd`` (default: the folder of ``source``). While it runs the notebook is written to
+    ``<name>.running.ipynb``; it becomes ``output`` only on success. On failure the partial
+    notebook is kept as ``<name>.failed.ipynb``, any older ``output`` is removed (a failed
+    chapter must never be published with stale outputs) and :class:`ChapterFailed` is raised.
+    """
+    import jupytext
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    prepare_environment()
+    name = source.stem
+    output.parent.mkdir(parents=True, exist_ok=True)
+    running = output.with_name(f"{name}.running.ipynb")
+    failed = output.with_name(f"{name}.failed.ipynb")
+    start = time.perf_counter()
+    try:
+        papermill.execute_notebook(
+            jupytext.read(source),
+            str(running),
+            parameters=parameters,
+            kernel_name=KERNEL,
+            language="python",
+            progress_bar=True,
+            log_output=False,
+            cwd=str(cwd or source.parent),
+        )
+    except Exception as exc:
+        output.unlink(missing_ok=True)
+        if running.exists():
+            running.replace(failed)
+        if isinstance(exc, PapermillExecutionError):
+            lines = exc.source.splitlines()
+            shown = "\n".join(f"    | {line}" for line in lines[:SOURCE_LINES_SHOWN])
+            more = "\n    | ..." if len(lines) > SOURCE_LINES_SHOWN else ""
+            message = (
+                f"chapter {name!r} failed in cell {exc.cell_index} of the executed notebook "
+                f"(execution count {exc.exec_count}): {exc.ename}: {exc.evalue}\n"
+                f"  cell source:\n{shown}{more}\n"
+                f"  partial notebook: {failed}"
+            )
+        else:
+            message = f"chapter {name!r} could not be executed: {type(exc).__name__}: {exc}"
+        raise ChapterFailed(message) from exc
+    running.replace(output)
+    return time.perf_counter() - start
+
+
+def executed_dir(profile: str) -> Path:
+    """Where the executed pages of one profile go: ``_build/executed/<profile>``."""
+    return build_dir() / "executed" / profile
+
+
+def executed_path(page: Page, profile: str) -> Path:
+    """The file the book is built from for ``page`` (an ``.ipynb`` for notebooks)."""
+    suffix = ".ipynb" if page.is_notebook else page.source.suffix
+    return executed_dir(profile) / f"{page.docname}{suffix}"
+
+
+def record_timing(profile: str, name: str, seconds: float, **info: Any) -> None:
+    """Add one chapter's wall time to ``_build/executed/<profile>/timings.json``."""
+    path = executed_dir(profile) / "timings.json"
+    timings = json.loads(path.read_text()) if path.exists() else {}
+    timings.setdefault("profile", profile)
+    timings.setdefault("chapters", {})[name] = {
+        "seconds": round(seconds, 2),
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        **info,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(timings, indent=1) + "\n")
+
+
+def filter_toc(entry: Any, keep: set[str]) -> Any:
+    """A copy of a toc (or part of one) without the entries whose ``file`` is not in ``keep``."""
+    if isinstance(entry, list):
+        kept = [filter_toc(item, keep) for item in entry]
+        return [item for item in kept if item is not None]
+    if isinstance(entry, dict):
+        if "file" in entry and entry["file"] not in keep:
+            return None
+        return {key: filter_toc(value, keep) for key, value in entry.items()}
+    return entry
+
+
+def stage_book(pages: Sequence[Page], profile: str, root: Path = PROJECT_ROOT) -> Path:
+    """Assemble ``_build/book_src/<profile>``: config, toc, executed pages and static files.
+
+    Static files are everything in the pages' source folders except notebook sources and
+    ``.ipynb`` files. A page with no executed file for this profile is left out of the
+    staged toc (with a note), so ``--chapter`` runs still build a consistent book.
+    """
+    staged = build_dir() / "book_src" / profile
+    shutil.rmtree(staged, ignore_errors=True)
+    staged.mkdir(parents=True)
+    sources = {page.source.name for page in pages if page.is_notebook}
+    ignore = shutil.ignore_patterns(
+        *sources, "*.ipynb", "__pycache__", ".ipynb_checkpoints", "*.py[co]"
+    )
+    for folder in sorted({page.source.parent for page in pages} - {root}):
+        shutil.copytree(folder, staged / folder.relative_to(root), ignore=ignore)
+    shutil.copy2(root / "_config.yml", staged / "_config.yml")
+
+    available = {page.docname for page in pages if executed_path(page, profile).exists()}
+    missing = [page.name for page in pages if page.docname not in available]
+    if missing:
+        print(f"[book] not executed for profile {profile!r}, left out: {', '.join(missing)}")
+    toc = read_toc(root)
+    if toc["root"] not in available:
+        raise BookError(f"the root page {toc['root']!r} has no executed file")
+    (staged / "_toc.yml").write_text(yaml.safe_dump(filter_toc(toc, available), sort_keys=False))
+    for page in pages:
+        if page.docname in available:
+            target = staged / executed_path(page, profile).relative_to(executed_dir(profile))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(executed_path(page, profile), target)
+    return staged
+
+
+def build_html(staged: Path, profile: str) -> Path:
+    """Run ``jupyter-book build`` on ``staged`` (warnings are errors); return ``_build/html``."""
+    output = build_dir() / "jupyter-book" / profile
+    command = [
+        sys.executable,
+        "-c",
+        "from jupyter_book.cli.main import main; main()",
+        "build",
+        str(staged),
+        "--path-output",
+        str(output),
+        "--all",
+        "-W",
+        "-n",
+        "--keep-going",
+    ]
+    if subprocess.run(command, check=False).returncode != 0:
+        raise BookError(f"jupyter-book build of {staged} failed (see the warnings above)")
+    html = build_dir() / "html"
+    shutil.rmtree(html, ignore_errors=True)
+    shutil.copytree(output / "_build" / "html", html)
+    return html
+
+
+def select(pages: Sequence[Page], names: Iterable[str]) -> list[Page]:
+    """The notebook pages named by ``--chapter`` (short name or toc path); all if none."""
+    names = list(names)
+    notebooks = [page for page in pages if page.is_notebook]
+    if not names:
+        return notebooks
+    known = {page.name: page for page in notebooks} | {page.docname: page for page in notebooks}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise UnknownChapter(
+            f"unknown chapter {', '.join(map(repr, unknown))}; the chapters in _toc.yml are: "
+            + ", ".join(page.name for page in notebooks)
+        )
+    wanted = {known[name] for name in names}
+    return [page for page in notebooks if page in wanted]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line options of ``python -m ood_lib.book``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m ood_lib.book",
+        description="Execute the chapters with papermill and build the HTML book.",
+    )
+    parser.add_argument("--profile", choices=PROFILES, default="cpu")
+    parser.add_argument(
+        "--chapter",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="execute only this chapter (repeatable), e.g. 02_glow",
+    )
+    parser.add_argument(
+        "--data-root", type=Path, default=None, help="passed to the chapters as data_root"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--no-html", action="store_true", help="execute, do not build the HTML")
+    only.add_argument("--html-only", action="store_true", help="build the HTML, execute nothing")
+    return parser
+
+
+def print_summary(profile: str, times: dict[str, float]) -> None:
+    """A table of the wall times of this run."""
+    if not times:
+        return
+    width = max(map(len, times))
+    print(f"\n[book] wall time, profile {profile!r}:")
+    for name, seconds in times.items():
+        print(f"  {name:<{width}}  {seconds:8.1f} s")
+    print(f"  {'total':<{width}}  {sum(times.values()):8.1f} s", flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.html_only and args.chapter:
+        parser.error("--chapter executes chapters, --html-only executes none: pick one")
+    data_root = str(args.data_root.resolve()) if args.data_root else None
+    parameters = {"profile": args.profile, "seed": args.seed, "data_root": data_root}
+    times: dict[str, float] = {}
+    try:
+        pages = read_pages()
+        chosen = [] if args.html_only else select(pages, args.chapter)
+        for page in pages:
+            if not page.is_notebook:
+                target = executed_path(page, args.profile)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(page.source, target)
+        for page in chosen:
+            print(f"[book] {args.profile}: executing {page.name}", flush=True)
+            seconds = execute_notebook(page.source, executed_path(page, args.profile), parameters)
+            times[page.name] = seconds
+            record_timing(args.profile, page.name, seconds, seed=args.seed, data_root=data_root)
+            print(f"[book] {page.name}: {seconds:.1f} s", flush=True)
+        if not args.no_html:
+            start = time.perf_counter()
+            html = build_html(stage_book(pages, args.profile), args.profile)
+            times["(HTML build)"] = time.perf_counter() - start
+            print(f"[book] HTML: {html / 'index.html'}")
+    except UnknownChapter as exc:
+        parser.error(str(exc))
+    except BookError as exc:
+        print_summary(args.profile, times)
+        print(f"\n[book] ERROR: {exc}", file=sys.stderr)
+        return 1
+    print_summary(args.profile, times)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

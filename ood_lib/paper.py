@@ -1,0 +1,20 @@
+"""Numbers published by Nalisnick et al. (ICLR 2019), shown *beside* ours, always labelled.
+
+Source: ``../shared/reference/paper.md`` (Figure 1 of the paper, Glow, mean bits/dim). Keys are
+``(training set, evaluated split)`` with the evaluated split named as in
+:mod:`ood_lib.scoring` (``<dataset>_<split>``).
+"""
+
+from __future__ import annotations
+
+GLOW_BPD: dict[tuple[str, str], float] = {
+    ("fashion_mnist", "fashion_mnist_train"): 2.902,
+    ("fashion_mnist", "fashion_mnist_test"): 2.958,
+    ("fashion_mnist", "mnist_test"): 1.833,
+    ("cifar10", "cifar10_train"): 3.386,
+    ("cifar10", "cifar10_test"): 3.464,
+    ("cifar10", "svhn_test"): 2.389,
+}
+
+CITATION = ("Nalisnick, Matsukawa, Teh, Gorur, Lakshminarayanan. Do Deep Generative Models Know "
+            "What They Don't Know? ICLR 2019 (arXiv:1810.09136).")

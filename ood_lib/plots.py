@@ -1,0 +1,173 @@
+"""Figures shared by the chapters.
+
+Every function draws on a matplotlib ``Axes`` (a new figure when none is given) and returns
+it, so chapters can compose panels. Images are uint8 arrays (N, H, W, C), channels last, with
+C = 1 (grey) or 3 (RGB). Call :func:`set_style` once per chapter for the book's look.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+LEVELS = 256
+
+
+def set_style() -> None:
+    """Seaborn "whitegrid" with a colour-blind palette and fonts readable in the HTML book."""
+    sns.set_theme(style="whitegrid", context="notebook", palette="colorblind", font_scale=1.05)
+    plt.rcParams.update({
+        "figure.dpi": 100,
+        "savefig.dpi": 150,
+        "savefig.bbox": "tight",
+        "axes.titlesize": "medium",
+        "axes.titleweight": "bold",
+        "legend.frameon": False,
+    })
+
+
+def _check_images(x: np.ndarray) -> None:
+    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] not in (1, 3):
+        raise ValueError(
+            f"expected uint8 images (N, H, W, C) with C in {{1, 3}}, got {x.dtype} {x.shape}"
+        )
+
+
+def tile(x: np.ndarray, nrow: int, pad: int = 1, fill: int = 255) -> np.ndarray:
+    """Tile images into one (rows*(H+pad)-pad, nrow*(W+pad)-pad, C) uint8 mosaic.
+
+    ``nrow`` is the number of images per row (as in ``torchvision.utils.make_grid``); the
+    images are separated by ``pad`` pixels of level ``fill``.
+    """
+    _check_images(x)
+    if nrow < 1:
+        raise ValueError(f"nrow must be >= 1, got {nrow}")
+    n, h, w, c = x.shape
+    rows = max(1, math.ceil(n / nrow))
+    grid = np.full((rows * (h + pad) - pad, nrow * (w + pad) - pad, c), fill, dtype=np.uint8)
+    for i in range(n):
+        r, col = divmod(i, nrow)
+        grid[r * (h + pad):r * (h + pad) + h, col * (w + pad):col * (w + pad) + w] = x[i]
+    return grid
+
+
+def image_grid(
+    x: np.ndarray, nrow: int, ax: Axes | None = None, title: str | None = None
+) -> Axes:
+    """Show images as a grid with ``nrow`` images per row; grey images use a grey colour map."""
+    grid = tile(x, nrow)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4, 4))
+    if grid.shape[-1] == 1:
+        ax.imshow(grid[..., 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    else:
+        ax.imshow(grid, interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def image_panels(
+    panels: Mapping[str, np.ndarray], nrow: int = 8, ncols: int | None = None,
+    panel_size: float = 3.0,
+) -> Figure:
+    """One figure, one :func:`image_grid` panel per entry of ``panels`` (title -> images)."""
+    ncols = ncols or len(panels)
+    rows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(rows, ncols, figsize=(panel_size * ncols, panel_size * rows),
+                             squeeze=False)
+    for ax, (title, x) in zip(axes.flat, panels.items(), strict=False):
+        image_grid(x, nrow, ax=ax, title=title)
+    for ax in axes.flat[len(panels):]:
+        ax.set_axis_off()
+    fig.tight_layout()
+    return fig
+
+
+def level_density(x: np.ndarray) -> np.ndarray:
+    """Fraction of all pixel values (every channel) at each level 0..255."""
+    if x.dtype != np.uint8:
+        raise ValueError(f"expected uint8 pixel levels, got {x.dtype}")
+    counts = np.bincount(x.ravel(), minlength=LEVELS)
+    return counts / counts.sum()
+
+
+def intensity_histograms(
+    arrays: Mapping[str, np.ndarray], ax: Axes | None = None, title: str | None = None,
+    log: bool = False,
+) -> Axes:
+    """Overlay the pixel-intensity histograms of several image sets (label -> uint8 images).
+
+    Each curve is the density over the 256 levels, pooled over pixels and channels, drawn as
+    a step function; ``log=True`` uses a log y-axis so that both the spike at black and the
+    tail of grey images stay visible.
+    """
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.5))
+    edges = np.arange(LEVELS + 1) - 0.5
+    for label, x in arrays.items():
+        density = level_density(x)
+        line = ax.stairs(density, edges, label=label, linewidth=1.5)
+        ax.stairs(density, edges, fill=True, alpha=0.15, color=line.get_edgecolor())
+    ax.set_xlim(-0.5, LEVELS - 0.5)
+    ax.set_xlabel("pixel level")
+    ax.set_ylabel("fraction of pixel values" + (" (log)" if log else ""))
+    if log:
+        ax.set_yscale("log")
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def overlaid_histograms(
+    values: Mapping[str, np.ndarray], ax: Axes | None = None, bins: int = 50,
+    xlabel: str | None = None, title: str | None = None,
+) -> Axes:
+    """Overlay density histograms of several samples (label -> values) on shared bins.
+
+    The bins span the pooled range of all samples, so the curves are directly comparable;
+    each is normalised to integrate to one (e.g. per-image bits/dim of two test sets, or
+    per-dimension variances of two datasets).
+    """
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.5))
+    pooled = np.concatenate([np.ravel(v) for v in values.values()])
+    edges = np.histogram_bin_edges(pooled, bins=bins)
+    for label, v in values.items():
+        density, _ = np.histogram(np.ravel(v), bins=edges, density=True)
+        line = ax.stairs(density, edges, label=label, linewidth=1.5)
+        ax.stairs(density, edges, fill=True, alpha=0.15, color=line.get_edgecolor())
+    ax.set_ylabel("density")
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def training_curves(log: pd.DataFrame, ax: Axes | None = None, title: str | None = None) -> Axes:
+    """Bits/dim over training from a registry ``log.csv``: the running train loss and every
+    monitored set (columns ``<name>_bpd``), against images seen."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.5))
+    images = log["epoch"] if "epoch" in log else log["step"]
+    for column in [c for c in log.columns if c.endswith("_bpd")]:
+        label = column.removesuffix("_bpd").replace("_", " ")
+        style = "--" if column == "train_bpd" else "-"
+        ax.plot(images, log[column], style, marker="o", markersize=3, label=label)
+    ax.set_xlabel("epochs" if "epoch" in log else "steps")
+    ax.set_ylabel("bits/dim (lower = more likely)")
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    return ax

@@ -1,0 +1,80 @@
+"""Results a chapter saves for the chapters after it.
+
+A chapter computes something once (bits/dim tables, per-image log-likelihoods, data
+statistics) and saves it under a short name in ``paths.results_dir(profile)``; a later
+chapter (the decomposition, the remedies, the scorecard) loads it by that name instead of
+recomputing. Two formats, one function pair each:
+
+- ``save_json`` / ``load_json`` for tables and scalars (a dict of JSON values);
+- ``save_arrays`` / ``load_arrays`` for per-image arrays (``.npz``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ood_lib.paths import results_dir
+
+
+class MissingResultError(FileNotFoundError):
+    """A chapter asked for a result that no earlier chapter of this profile saved."""
+
+
+def _path(profile: str, name: str, suffix: str) -> Path:
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError(f"result name must be a plain file stem, got {name!r}")
+    return results_dir(profile) / f"{name}{suffix}"
+
+
+def _missing(path: Path, name: str, profile: str) -> MissingResultError:
+    return MissingResultError(
+        f"no result {name!r} for profile {profile!r} at {path}; run the chapter that "
+        f"saves it first (python -m ood_lib.book --profile {profile})"
+    )
+
+
+def save_json(profile: str, name: str, obj: dict[str, Any]) -> Path:
+    """Save a dict of JSON values as ``<results>/<profile>/<name>.json``."""
+    path = _path(profile, name, ".json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=1, sort_keys=True, default=_to_json))
+    return path
+
+
+def load_json(profile: str, name: str) -> dict[str, Any]:
+    """Load what ``save_json`` saved."""
+    path = _path(profile, name, ".json")
+    if not path.exists():
+        raise _missing(path, name, profile)
+    return json.loads(path.read_text())
+
+
+def save_arrays(profile: str, name: str, **arrays: np.ndarray) -> Path:
+    """Save named arrays as ``<results>/<profile>/<name>.npz``."""
+    path = _path(profile, name, ".npz")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+    return path
+
+
+def load_arrays(profile: str, name: str) -> dict[str, np.ndarray]:
+    """Load what ``save_arrays`` saved."""
+    path = _path(profile, name, ".npz")
+    if not path.exists():
+        raise _missing(path, name, profile)
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
+def _to_json(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot save {type(value).__name__} as JSON")
