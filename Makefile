@@ -4,6 +4,8 @@
 #   make book [PROFILE=smoke|cpu|paper] [DATA_ROOT=path]   execute every chapter, build the HTML
 #   make test                                              lint, unit tests, smoke build of the book
 #   make smoke | make lint | make clean
+#   make retrain [PROFILE=cpu]                             retrain every model of a profile
+#   make bench [PROFILE=cpu]                               Glow throughput, memory, % of fp32 peak
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -15,7 +17,7 @@ STAMP := $(VENV)/.requirements.stamp
 DATA_ARG := $(if $(DATA_ROOT),--data-root "$(DATA_ROOT)")
 BOOK := $(BIN)/python -m ood_lib.book
 
-.PHONY: book smoke test lint clean venv
+.PHONY: book smoke test lint clean venv retrain bench
 
 venv: $(STAMP)
 
@@ -30,6 +32,13 @@ book: $(STAMP)
 
 smoke: $(STAMP)
 	$(BOOK) --profile smoke $(DATA_ARG)
+
+# Delete and retrain every model of a profile (the shipped cpu checkpoints included).
+retrain: $(STAMP)
+	$(BIN)/python -m ood_lib.registry train --profile $(PROFILE) --retrain $(DATA_ARG)
+
+bench: $(STAMP)
+	PYTHONPATH=. $(BIN)/python benchmarks/bench_glow.py --profile $(PROFILE)
 
 lint: $(STAMP)
 	$(BIN)/python -m ruff check .

@@ -195,8 +195,22 @@ def execute_notebook(
         else:
             message = f"chapter {name!r} could not be executed: {type(exc).__name__}: {exc}"
         raise ChapterFailed(message) from exc
+    fold_parameter_cells(running)
     running.replace(output)
     return time.perf_counter() - start
+
+
+def fold_parameter_cells(path: Path) -> None:
+    """Tag the ``parameters`` cell and papermill's ``injected-parameters`` cell ``hide-cell``:
+    the book shows them folded (one click away) instead of as two code cells per chapter."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if {"parameters", "injected-parameters"} & set(tags) and "hide-cell" not in tags:
+            tags.append("hide-cell")
+    nbformat.write(nb, path)
 
 
 def executed_dir(profile: str) -> Path:

@@ -157,6 +157,10 @@ class Split:
         """The images as a uint8 tensor of shape (N, C, H, W)."""
         return torch.from_numpy(np.ascontiguousarray(self.x.transpose(0, 3, 1, 2)))
 
+    def torch_dataset(self) -> torch.utils.data.TensorDataset:
+        """A torch dataset of ``(image uint8 (C, H, W), label)`` pairs, for DataLoaders."""
+        return torch.utils.data.TensorDataset(self.tensor(), torch.from_numpy(self.y))
+
     def subset(self, n: int) -> Split:
         """The first ``n`` images (all of them if there are fewer); ``official_size`` is kept."""
         if n < 0:

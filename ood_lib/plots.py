@@ -82,8 +82,10 @@ def image_panels(
     """One figure, one :func:`image_grid` panel per entry of ``panels`` (title -> images)."""
     ncols = ncols or len(panels)
     rows = math.ceil(len(panels) / ncols)
-    fig, axes = plt.subplots(rows, ncols, figsize=(panel_size * ncols, panel_size * rows),
-                             squeeze=False)
+    first = tile(next(iter(panels.values())), nrow)
+    aspect = first.shape[0] / first.shape[1]  # panel height / width, plus room for titles
+    fig, axes = plt.subplots(rows, ncols, squeeze=False,
+                             figsize=(panel_size * ncols, (panel_size * aspect + 0.4) * rows))
     for ax, (title, x) in zip(axes.flat, panels.items(), strict=False):
         image_grid(x, nrow, ax=ax, title=title)
     for ax in axes.flat[len(panels):]:
@@ -131,17 +133,20 @@ def intensity_histograms(
 def overlaid_histograms(
     values: Mapping[str, np.ndarray], ax: Axes | None = None, bins: int = 50,
     xlabel: str | None = None, title: str | None = None,
+    span: tuple[float, float] = (0.0, 1.0),
 ) -> Axes:
     """Overlay density histograms of several samples (label -> values) on shared bins.
 
     The bins span the pooled range of all samples, so the curves are directly comparable;
     each is normalised to integrate to one (e.g. per-image bits/dim of two test sets, or
-    per-dimension variances of two datasets).
+    per-dimension variances of two datasets). ``span`` = (q_lo, q_hi) limits the bins to
+    those quantiles of the pooled values, so that a few extreme outliers do not squash the
+    plot (the densities are then those of the values inside the span).
     """
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3.5))
     pooled = np.concatenate([np.ravel(v) for v in values.values()])
-    edges = np.histogram_bin_edges(pooled, bins=bins)
+    edges = np.histogram_bin_edges(pooled, bins=bins, range=tuple(np.quantile(pooled, span)))
     for label, v in values.items():
         density, _ = np.histogram(np.ravel(v), bins=edges, density=True)
         line = ax.stairs(density, edges, label=label, linewidth=1.5)

@@ -115,6 +115,18 @@ def make_spec(model: str, dataset: str, profile: str, train_split: data.Split, s
     )
 
 
+def _machine() -> str:
+    """The GPU's name, or the CPU's model name (Linux) or architecture."""
+    if device().type == "cuda":
+        return torch.cuda.get_device_name()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.machine()
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -179,8 +191,7 @@ def get(
         "wall_s": round(result.wall_s, 1), "final_bpd": final,
         "n_params": sum(p.numel() for p in net.parameters()),
         "sha256": _sha256(path / "model.pt"),
-        "device": torch.cuda.get_device_name() if device().type == "cuda" else platform.processor()
-        or platform.machine(),
+        "device": _machine(),
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "session_s": round(time.time() - t0, 1),
@@ -205,7 +216,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "list":
         manifest = paths.checkpoints_dir() / "manifest.json"
-        print(manifest.read_text() if manifest.exists() else f"no manifest at {manifest}")
+        if not manifest.exists():
+            print(f"no manifest at {manifest}")
+            return
+        for key, r in sorted(json.loads(manifest.read_text()).items()):
+            final = ", ".join(f"{k.removesuffix('_bpd')} {v:.3f}" for k, v in r["final_bpd"].items())
+            print(f"{key}: {r['steps']:,} steps, {r['wall_s'] / 60:.1f} min on {r['device']}"
+                  f" ({r['threads']} threads); bits/dim {final}")
         return
     for model in args.model or ["glow"]:
         for dataset in args.dataset or list(profiles.PAIRS):

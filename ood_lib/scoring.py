@@ -58,7 +58,7 @@ def _from_split(split: data.Split, role: str, channels: int, cap: int | None) ->
     converted = used.x.shape[-1] != channels
     label = used.label + (f" (as {'32x32 RGB' if channels == 3 else '28x28 grey'})" if converted else "")
     coverage = (split.coverage_str if used.n == split.n else
-                f"first {used.n:,} of the {split.n:,} here (official split: {split.official_size:,})")
+                f"first {used.n:,} of {split.n:,} here (official {split.official_size:,})")
     return EvalSet(f"{used.dataset}_{used.split}", label, role,
                    transforms.to_nchw(_convert(used, channels)), coverage)
 
@@ -120,6 +120,7 @@ def bpd_table(trained: TrainedModel, sets: list[EvalSet], scores: dict[str, dict
             "role": s.role,
             "images used": s.coverage,
             "mean bpd": bpd.mean(),
+            "median bpd": np.median(bpd),
             "std bpd": bpd.std(),
             "paper bpd": paper.GLOW_BPD.get((trained.spec.dataset, s.name), np.nan)
             if trained.spec.model == "glow" else np.nan,

@@ -116,7 +116,10 @@ def test_execute_injects_parameters_and_environment(isolated: Path) -> None:
         source, output, {"profile": "smoke", "seed": 3, "data_root": None}
     )
     assert seconds > 0
-    outputs = [out for cell in nbformat.read(output, 4).cells for out in cell.get("outputs", [])]
+    cells = nbformat.read(output, 4).cells
+    folded = [c for c in cells if "hide-cell" in c.metadata.get("tags", [])]
+    assert {t for c in folded for t in c.metadata["tags"]} >= {"parameters", "injected-parameters"}
+    outputs = [out for cell in cells for out in cell.get("outputs", [])]
     printed = "".join(out.get("text", "") for out in outputs).split()
     assert printed[:4] == ["smoke", "3", "None", str(isolated)]
     assert str(PROJECT_ROOT) in printed[4].split(os.pathsep)

@@ -60,6 +60,8 @@ def test_split_has_documented_layout(splits: dict, pair: tuple[str, str]) -> Non
     t = sp.tensor()
     assert t.dtype == torch.uint8 and t.shape == (sp.n, c, h, w)
     assert torch.equal(t[0], torch.from_numpy(sp.x[0]).permute(2, 0, 1))
+    image, label = sp.torch_dataset()[sp.n - 1]
+    assert torch.equal(image, t[-1]) and int(label) == int(sp.y[-1])
 
 
 @pytest.mark.parametrize(
