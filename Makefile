@@ -44,7 +44,7 @@ lint: $(STAMP)
 	$(BIN)/python -m ruff check .
 
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest
 	$(BOOK) --profile smoke $(DATA_ARG)
 
 # Build outputs and caches only; the virtualenv and downloaded data (data_cache/) stay.

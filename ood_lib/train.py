@@ -6,7 +6,8 @@ bits/dim $-\log p(\tilde x)/(D \log 2) + n$ (see :mod:`ood_lib.likelihood`). Aro
 - Adam or Adamax with a linear learning-rate warm-up;
 - gradient-norm clipping;
 - a guard: a step whose loss or gradient norm is not finite is skipped (no update) and
-  counted in ``n_skipped``;
+  counted in ``n_skipped``; a long run of them in a row means the weights themselves are
+  broken, and training stops with :class:`TrainingDiverged` instead of skipping forever;
 - a log row every ``eval_every`` steps: running train bits/dim and the deterministic
   bits/dim of each *monitored* set (held-out in-distribution data and the OOD set, so later
   chapters can plot likelihood over training, the paper's Figure 5);
@@ -62,6 +63,12 @@ class TrainResult:
     log: list[dict[str, float]]
 
 
+class TrainingDiverged(RuntimeError):
+    """Too many consecutive non-finite steps: the parameters themselves have gone bad."""
+
+
+# A run of this many non-finite steps in a row cannot be skipped away: stop with an error.
+MAX_CONSECUTIVE_SKIPS = 25
 STATE_FILE = "train_state.pt"
 LOG_FILE = "log.csv"
 
@@ -148,6 +155,7 @@ def train(
 
     end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
     model.train()
+    in_a_row = 0
     t0 = time.perf_counter()
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="train", unit="step")
     while step < end:
@@ -162,9 +170,14 @@ def train(
             grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
         if torch.isfinite(loss) and math.isfinite(grad_norm):
             optimizer.step()
-            running, n_running = running + loss.item(), n_running + 1
+            running, n_running, in_a_row = running + loss.item(), n_running + 1, 0
         else:
-            n_skipped += 1
+            n_skipped, in_a_row = n_skipped + 1, in_a_row + 1
+            if in_a_row >= MAX_CONSECUTIVE_SKIPS:
+                raise TrainingDiverged(
+                    f"{in_a_row} non-finite steps in a row up to step {step + 1}: the model has "
+                    f"diverged; lower lr ({cfg.lr}) or lengthen warm-up ({cfg.warmup_steps} steps)."
+                    f" The last good checkpoint is {state_path} (delete it to restart).")
         step += 1
         bar.update(1)
         if step % cfg.eval_every == 0 or step == cfg.steps:

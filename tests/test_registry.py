@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from ood_lib import profiles, registry
+from ood_lib import data, profiles, registry
 from ood_lib.glow import Glow, GlowConfig
+from ood_lib.train import TrainConfig, train
 
 
 @pytest.fixture
@@ -56,16 +58,30 @@ def test_corrupt_or_missing_checkpoint_is_a_clear_error(build: Path) -> None:
         registry.get("glow", "notmnist", "smoke", progress=False)
 
 
-def test_paper_profile_constructs_and_runs_a_step() -> None:
+@pytest.mark.parametrize("dataset", sorted(profiles.PAIRS))
+def test_shipped_cpu_checkpoints_match_the_current_code(dataset: str, data_root: Path) -> None:
+    """The committed cpu models load without retraining: their keys still match the cpu
+    profile's configuration and data coverage, and their weights match their sha256."""
+    trained = registry.get("glow", dataset, "cpu", data_root=data_root, allow_training=False,
+                           progress=False)
+    assert trained.record["steps"] == trained.spec.train_config.steps
+    assert trained.record["n_skipped"] == 0
+    assert len(trained.log) == trained.spec.train_config.steps // trained.spec.train_config.eval_every
+
+
+def test_paper_profile_constructs_and_trains_a_few_steps(tmp_path: Path, data_root: Path) -> None:
     cfg = profiles.model_config("glow", "cifar10", "paper")
     assert (cfg["levels"], cfg["steps"], cfg["hidden"]) == (3, 32, 512)
-    assert profiles.train_config("glow", "cifar10", "paper").optimizer == "adamax"
+    paper = profiles.train_config("glow", "cifar10", "paper")
+    assert (paper.optimizer, paper.lr) == ("adamax", 1e-3)
     torch.manual_seed(0)
     model = Glow(GlowConfig(**cfg))
-    x = torch.rand(2, 3, 32, 32) - 0.5
-    loss = -model(x).log_px.mean()
-    loss.backward()
-    assert torch.isfinite(loss)
+    images = data.load("cifar10", "test", data_root).subset(32).tensor()
+    short = TrainConfig(**{**paper.to_dict(), "steps": 3, "batch_size": 2,
+                           "init_batch_size": 32, "eval_every": 3, "eval_images": 2})
+    result = train(model, images, short, tmp_path, progress=False)
+    assert result.steps == 3 and result.n_skipped == 0
+    assert all(np.isfinite(v) for v in result.log[-1].values())
 
 
 def test_unknown_names_raise() -> None:

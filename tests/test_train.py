@@ -12,7 +12,15 @@ import torch
 from ood_lib import data
 from ood_lib.glow import Glow, GlowConfig
 from ood_lib.likelihood import evaluate
-from ood_lib.train import LOG_FILE, STATE_FILE, TrainConfig, batch_indices, train
+from ood_lib.train import (
+    LOG_FILE,
+    MAX_CONSECUTIVE_SKIPS,
+    STATE_FILE,
+    TrainConfig,
+    TrainingDiverged,
+    batch_indices,
+    train,
+)
 
 CFG = TrainConfig(steps=24, batch_size=16, lr=2e-3, warmup_steps=4, eval_every=8,
                   eval_images=32, checkpoint_every=8, init_batch_size=64)
@@ -79,6 +87,13 @@ def test_non_finite_steps_are_skipped_and_counted(images: torch.Tensor, tmp_path
     assert result.n_skipped == 2
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert result.log[-1]["n_skipped"] == 2
+
+
+def test_a_diverged_model_stops_with_a_clear_error(images: torch.Tensor, tmp_path: Path) -> None:
+    model = _Flaky(bad_calls=set(range(2, 1000)))
+    cfg = TrainConfig(**{**CFG.to_dict(), "steps": 100})
+    with pytest.raises(TrainingDiverged, match=f"{MAX_CONSECUTIVE_SKIPS} non-finite steps in a row"):
+        train(model, images, cfg, tmp_path, progress=False)
 
 
 def test_batches_cover_each_epoch_once() -> None:
