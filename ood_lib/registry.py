@@ -39,10 +39,14 @@ from ood_lib import data, paths, profiles
 from ood_lib.glow import Glow, GlowConfig
 from ood_lib.train import LOG_FILE, STATE_FILE, TrainConfig, train
 
-MODELS: dict[str, Callable[[dict], nn.Module]] = {
-    "glow": lambda cfg: Glow(GlowConfig(**cfg)),
-    "glow_cv": lambda cfg: Glow(GlowConfig(**cfg)),
-}
+
+def _glow(config: dict) -> nn.Module:
+    return Glow(GlowConfig(**config))
+
+
+# Model name -> builder from the profile's config; "glow_cv" differs only in its config
+# (additive couplings: the constant-volume Glow).
+MODELS: dict[str, Callable[[dict], nn.Module]] = {"glow": _glow, "glow_cv": _glow}
 
 
 class CheckpointError(RuntimeError):

@@ -129,8 +129,8 @@ def train(
     device = next(model.parameters()).device
     optimizer = _make_optimizer(model, cfg)
     state_path = out_dir / STATE_FILE
-    counters = {"step": 0, "n_skipped": 0, "wall_s": 0.0, "running": 0.0, "n_running": 0,
-                "grad_norm": float("nan")}
+    counters = {"step": 0, "n_skipped": 0, "in_a_row": 0, "wall_s": 0.0, "running": 0.0,
+                "n_running": 0, "grad_norm": float("nan")}
     log: list[dict[str, float]] = []
     if state_path.exists():
         state = torch.load(state_path, map_location=device, weights_only=False)
@@ -138,16 +138,17 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         counters, log = state["counters"], state["log"]
     else:  # data-dependent initialisation (actnorm) on a random batch
-        init = train_x[torch.randperm(len(train_x), generator=step_generator(seed, -1))]
-        init = dequantize(init[: cfg.init_batch_size], cfg.n_bits, generator=step_generator(seed, -2))
+        pick = torch.randperm(len(train_x), generator=step_generator(seed, -1))[: cfg.init_batch_size]
+        init = dequantize(train_x[pick], cfg.n_bits, generator=step_generator(seed, -2))
         with torch.no_grad():
             model.log_prob_parts(init.to(device))
-    step, n_skipped, wall_s = counters["step"], counters["n_skipped"], counters["wall_s"]
+    step, n_skipped, in_a_row = counters["step"], counters["n_skipped"], counters["in_a_row"]
+    wall_s = counters["wall_s"]
     running, n_running, grad_norm = counters["running"], counters["n_running"], counters["grad_norm"]
 
     def save_state() -> None:
-        counters.update(step=step, n_skipped=n_skipped, wall_s=wall_s, running=running,
-                        n_running=n_running, grad_norm=grad_norm)
+        counters.update(step=step, n_skipped=n_skipped, in_a_row=in_a_row, wall_s=wall_s,
+                        running=running, n_running=n_running, grad_norm=grad_norm)
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "counters": counters, "log": log}
         torch.save(state, out_dir / (STATE_FILE + ".tmp"))
@@ -155,7 +156,6 @@ def train(
 
     end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
     model.train()
-    in_a_row = 0
     t0 = time.perf_counter()
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="train", unit="step")
     while step < end:
