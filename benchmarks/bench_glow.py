@@ -23,9 +23,8 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ood_lib import profiles
-from ood_lib.glow import Glow, GlowConfig
-from ood_lib.train import loss_bpd
+from ood_lib import profiles, registry
+from ood_lib.models.glow import Glow, GlowConfig
 
 
 def _sync(device: torch.device) -> None:
@@ -72,8 +71,8 @@ def main() -> None:
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
-    cfg = profiles.model_config("glow", args.dataset, args.profile)
-    tc = profiles.train_config("glow", args.dataset, args.profile)
+    cfg = registry.model_config("glow", args.dataset, args.profile)
+    tc = registry.train_config("glow", args.dataset, args.profile)
     model = Glow(GlowConfig(**cfg)).to(device)
     optimizer = torch.optim.Adamax(model.parameters(), lr=tc.lr)
     shape = (cfg["in_channels"], cfg["image_size"], cfg["image_size"])
@@ -83,7 +82,7 @@ def main() -> None:
 
     def train_step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        loss_bpd(model, x_train, tc.n_bits).backward()
+        model.train_loss(x_train).backward()
         optimizer.step()
 
     @torch.no_grad()
@@ -91,7 +90,7 @@ def main() -> None:
         model.log_prob_parts(x_eval)
 
     peak = matmul_peak(device, args.seconds / 2)
-    train_flops = count_flops(lambda: loss_bpd(model, x_train, tc.n_bits).backward())
+    train_flops = count_flops(lambda: model.train_loss(x_train).backward())
     eval_flops = count_flops(eval_step)
     t_train = timed(train_step, device, args.seconds)
     t_eval = timed(eval_step, device, args.seconds)

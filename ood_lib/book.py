@@ -38,6 +38,7 @@ from typing import Any
 import yaml
 
 from ood_lib.paths import PROJECT_ROOT, build_dir
+from ood_lib.registry import TRAIN_MISSING_ENV
 
 PROFILES = ("smoke", "cpu", "paper")
 KERNEL = "python3"
@@ -343,6 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-root", type=Path, default=None, help="passed to the chapters as data_root"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--train-missing", action="store_true",
+        help="let cpu/paper chapters train models that have no checkpoint (hours on a CPU; "
+        "without it such a chapter stops with the command that trains the model)",
+    )
     only = parser.add_mutually_exclusive_group()
     only.add_argument("--no-html", action="store_true", help="execute, do not build the HTML")
     only.add_argument("--html-only", action="store_true", help="build the HTML, execute nothing")
@@ -367,6 +373,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.html_only and args.chapter:
         parser.error("--chapter executes chapters, --html-only executes none: pick one")
     data_root = str(args.data_root.resolve()) if args.data_root else None
+    if args.train_missing:  # read by ood_lib.registry in the chapters' kernels
+        os.environ[TRAIN_MISSING_ENV] = "1"
     parameters = {"profile": args.profile, "seed": args.seed, "data_root": data_root}
     times: dict[str, float] = {}
     try:

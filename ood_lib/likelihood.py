@@ -11,30 +11,30 @@ Lower bits/dim means *more likely*. Training draws $u \sim U[0,1)$ (an upper bou
 discrete negative log-likelihood in expectation); evaluation is deterministic and uses the
 bin centre $u = 1/2$, so that a rerun gives bit-identical numbers.
 
-Any model with a method ``log_prob_parts(x) -> dict`` whose dict holds ``"log_px"`` (nats
-per image, shape ``[B]``) and optionally more named parts (Glow adds ``log_pz`` and
-``log_det``) can be evaluated here.
+:func:`evaluate` scores any :class:`~ood_lib.models.base.DensityModel`: its
+``log_prob_parts(x)`` holds ``"log_px"`` (nats per image, shape ``[B]``) and more named parts
+(Glow adds ``log_pz``, ``log_det`` and their per-level split). A *discrete* model (PixelCNN, a
+VAE) returns $\log P(x)$ of the integer image directly, so its bits/dim has no $+n$; the model's
+own ``inputs`` and ``bits_per_dim`` apply that difference.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ood_lib.transforms import dequantize
-
-
-class DensityModel(Protocol):
-    def log_prob_parts(self, x: Tensor) -> dict[str, Tensor]: ...
+if TYPE_CHECKING:
+    from ood_lib.models.base import DensityModel
 
 
 def bits_per_dim(log_px: Tensor | np.ndarray | float, n_dims: int, n_bits: int = 8):
-    """Convert the continuous log-density of dequantized inputs (nats) into bits/dim."""
+    """Convert the continuous log-density of dequantized inputs (nats) into bits/dim
+    (``n_bits=0`` for the log-probability of integer images, a discrete model's)."""
     return -log_px / (n_dims * math.log(2.0)) + n_bits
 
 
@@ -42,30 +42,28 @@ def bits_per_dim(log_px: Tensor | np.ndarray | float, n_dims: int, n_bits: int =
 def evaluate(
     model: DensityModel,
     x: Tensor,
-    n_bits: int = 8,
     batch_size: int = 256,
     progress: bool | str = False,
 ) -> dict[str, np.ndarray]:
     """Per-image log-likelihood parts and bits/dim of uint8 images ``x`` ``[N, C, H, W]``.
 
     Returns float64 arrays of shape ``[N]``: every part of ``model.log_prob_parts`` (nats) and
-    ``bpd``. Deterministic: bin-centre dequantization, model in eval mode.
+    ``bpd``. Deterministic: bin-centre dequantization (continuous models), model in eval mode.
     """
     if x.dtype != torch.uint8 or x.ndim != 4:
         raise ValueError(f"evaluate expects uint8 images [N, C, H, W], got {x.dtype} {list(x.shape)}")
-    was_training = getattr(model, "training", False)
-    if hasattr(model, "eval"):
-        model.eval()
-    device = next(model.parameters()).device if hasattr(model, "parameters") else "cpu"
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
     parts: dict[str, list[np.ndarray]] = {}
     batches = range(0, len(x), batch_size)
     desc = progress if isinstance(progress, str) else "evaluate"
     for start in tqdm(batches, desc=desc, disable=not progress, leave=False):
-        xb = dequantize(x[start : start + batch_size], n_bits, noise="center").to(device)
+        xb = model.inputs(x[start : start + batch_size]).to(device)
         for name, value in model.log_prob_parts(xb).items():
             parts.setdefault(name, []).append(value.double().cpu().numpy())
     if was_training:
         model.train()
     out = {name: np.concatenate(values) for name, values in parts.items()}
-    out["bpd"] = bits_per_dim(out["log_px"], int(np.prod(x.shape[1:])), n_bits)
+    out["bpd"] = model.bits_per_dim(out["log_px"], int(np.prod(x.shape[1:])))
     return out

@@ -176,3 +176,39 @@ def training_curves(log: pd.DataFrame, ax: Axes | None = None, title: str | None
     if title:
         ax.set_title(title)
     return ax
+
+
+def term_histograms(
+    values: Mapping[str, Mapping[str, np.ndarray]], terms: Mapping[str, str],
+    title: str | None = None, span: tuple[float, float] = (0.005, 0.995),
+) -> Figure:
+    """One panel per term (``terms``: key -> axis label), each overlaying that term's histogram
+    for every set (``values``: set label -> term key -> per-image values)."""
+    fig, axes = plt.subplots(1, len(terms), figsize=(5.2 * len(terms), 3.4), squeeze=False)
+    for ax, (term, xlabel) in zip(axes[0], terms.items(), strict=True):
+        overlaid_histograms({label: v[term] for label, v in values.items()}, ax=ax, bins=60,
+                            xlabel=xlabel, span=span)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def ood_curves(curves: Mapping[str, pd.DataFrame], labels: Mapping[str, str]) -> Figure:
+    """The paper's Figure 5, one column per model (``curves``: title -> the table of
+    :func:`ood_lib.analysis.curves.ood_curves`; ``labels``: its ``train``/``test``/``ood``
+    columns -> legend labels, ``{source}`` standing for the train column's source): bits/dim
+    over training on top, the OOD - test gap below (< 0: the OOD set is preferred)."""
+    fig, axes = plt.subplots(2, len(curves), figsize=(5.2 * len(curves), 6.2), squeeze=False,
+                             sharex="col", gridspec_kw={"height_ratios": [2, 1]})
+    for (title, c), top, bottom in zip(curves.items(), axes[0], axes[1], strict=True):
+        for column, style in (("train", "--"), ("test", "-"), ("ood", "-")):
+            label = labels[column].format(source=c["train source"].iloc[0])
+            top.plot(c["epoch"], c[column], style, marker="o", markersize=3, label=label)
+        top.set(ylabel="bits/dim (lower = more likely)", title=title)
+        top.legend(fontsize="small")
+        bottom.plot(c["epoch"], c["ood − test"], marker="o", markersize=3, color="C3")
+        bottom.axhline(0, color="black", linewidth=0.8)
+        bottom.set(xlabel="epochs", ylabel="OOD − test (bpd)")
+    fig.tight_layout()
+    return fig

@@ -3,8 +3,14 @@
 A chapter calls :func:`get`. The registry computes the model's *key* from everything that
 determines the weights (model and training configuration, seed, and the training data's
 coverage), e.g. ``glow-cifar10-cpu-3f2a9c1b0d``. If ``<checkpoints>/<key>/model.pt`` exists
-(and its sha256 matches its record) it is loaded; otherwise the model is trained with
-:func:`ood_lib.train.train` (resuming an interrupted run) and saved with:
+(and its sha256 matches its record) it is loaded. Otherwise the model is trained with
+:func:`ood_lib.train.train` (resuming an interrupted run) -- but only where training is allowed:
+always under ``smoke`` (its tiny models train in seconds during the build), and under ``cpu`` or
+``paper`` only when asked (``allow_training=True``, the ``train`` command below, or the
+environment variable ``OOD_TRAIN_MISSING=1`` that ``python -m ood_lib.book --train-missing``
+sets). A book build therefore never turns into hours of training because a config changed: it
+stops with a :class:`CheckpointError` naming the model, its key and the command that trains it.
+A trained model is saved with:
 
 - ``model.pt``     the weights;
 - ``log.csv``      the training log (train and monitored bits/dim over steps);
@@ -24,33 +30,96 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import platform
 import shutil
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from ood_lib import data, paths, profiles
-from ood_lib.glow import Glow, GlowConfig
+from ood_lib.models import glow, pixelcnn, vae
+from ood_lib.models.base import DensityModel
 from ood_lib.train import LOG_FILE, STATE_FILE, TrainConfig, train
 
 
-def _glow(config: dict) -> nn.Module:
-    return Glow(GlowConfig(**config))
+@dataclass(frozen=True)
+class Family:
+    """A model family: its class, its config dataclass, its size per ``(profile, image kind)``,
+    its ``cpu`` step budget per training set, and config fields fixed for this registry name."""
+
+    model_cls: type[DensityModel]
+    config_cls: type
+    sizes: dict[tuple[str, str], dict]
+    cpu_steps: dict[str, int]  # its keys are the training sets the family is trained on
+    fixed: dict = field(default_factory=dict)
+    train_overrides: dict = field(default_factory=dict)  # TrainConfig fields, cpu and paper
+    # Samples drawn once when training ends and kept with the checkpoint (for families whose
+    # sampling is too slow to run in a book build: thousands of sequential passes).
+    n_samples: int = 0
 
 
-# Model name -> builder from the profile's config; "glow_cv" differs only in its config
-# (additive couplings: the constant-volume Glow).
-MODELS: dict[str, Callable[[dict], nn.Module]] = {"glow": _glow, "glow_cv": _glow}
+# Registry name -> family. A new family is one module in ood_lib.models plus one entry here.
+MODELS: dict[str, Family] = {
+    "glow": Family(glow.Glow, glow.GlowConfig, glow.SIZES, glow.CPU_STEPS,
+                   dict(additive=False, lu=True, learn_top=True)),
+    # The constant-volume Glow of the paper's Section 4: additive couplings, log|det| constant.
+    "glow_cv": Family(glow.Glow, glow.GlowConfig, glow.SIZES, glow.CPU_STEPS,
+                      dict(additive=True, lu=True, learn_top=True)),
+    "pixelcnn": Family(pixelcnn.PixelCNN, pixelcnn.PixelCNNConfig, pixelcnn.SIZES,
+                       pixelcnn.CPU_STEPS, n_samples=36),
+    "vae": Family(vae.VAE, vae.VAEConfig, vae.SIZES, vae.CPU_STEPS,
+                  train_overrides=vae.TRAIN_OVERRIDES, n_samples=64),
+}
+
+
+def _family(model: str) -> Family:
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; registered: {sorted(MODELS)}")
+    return MODELS[model]
+
+
+def model_config(model: str, dataset: str, profile: str) -> dict:
+    """Keyword arguments of the model's config dataclass (hashed into its key)."""
+    family = _family(model)
+    profiles.check(profile, dataset)
+    channels, size = profiles.IMAGE_GEOMETRY[dataset]
+    kwargs = dict(in_channels=channels, image_size=size,
+                  **family.sizes[(profile, profiles.image_kind(dataset))], **family.fixed)
+    return family.config_cls(**kwargs).to_dict()
+
+
+def train_config(model: str, dataset: str, profile: str) -> TrainConfig:
+    """The training configuration: the profile's, with the family's ``cpu`` step budget and,
+    outside ``smoke``, its overrides."""
+    family = _family(model)
+    config = profiles.train_config(dataset, profile, family.cpu_steps)
+    if profile == "smoke" or not family.train_overrides:
+        return config
+    return TrainConfig(**{**config.to_dict(), **family.train_overrides})
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing (with training disabled) or does not match its record."""
+
+
+# Set to "1" (by ``python -m ood_lib.book --train-missing``) to let a cpu/paper build train.
+TRAIN_MISSING_ENV = "OOD_TRAIN_MISSING"
+
+
+def training_allowed(profile: str) -> bool:
+    """Whether :func:`get` may train a missing model of ``profile`` by default."""
+    return profile == "smoke" or os.environ.get(TRAIN_MISSING_ENV) == "1"
+
+
+def train_command(model: str, dataset: str, profile: str, seed: int = 0) -> str:
+    """The shell command that trains one model (quoted in errors)."""
+    return (f"python -m ood_lib.registry train --profile {profile} --model {model} "
+            f"--dataset {dataset}" + (f" --seed {seed}" if seed else ""))
 
 
 @dataclass(frozen=True)
@@ -75,15 +144,21 @@ class ModelSpec:
         digest = hashlib.sha256(blob.encode()).hexdigest()[:10]
         return f"{self.model}-{self.dataset}-{self.profile}-{digest}"
 
-    def build(self) -> nn.Module:
-        """A freshly initialised model (seeded)."""
+    def build(self) -> DensityModel:
+        """A freshly initialised model (seeded) for images of ``train_config.n_bits`` bits."""
         torch.manual_seed(self.seed)
-        return MODELS[self.model](self.model_config)
+        family = MODELS[self.model]
+        net = family.model_cls(family.config_cls(**self.model_config))
+        net.n_bits = self.train_config.n_bits
+        return net
+
+
+SAMPLES_FILE = "samples.npy"
 
 
 @dataclass
 class TrainedModel:
-    model: nn.Module
+    model: DensityModel
     spec: ModelSpec
     record: dict
     log: pd.DataFrame
@@ -92,6 +167,16 @@ class TrainedModel:
     @property
     def key(self) -> str:
         return self.spec.key
+
+    def samples(self) -> np.ndarray:
+        """The uint8 samples ``[n, C, H, W]`` drawn when training ended (checked against the
+        sha256 in the record)."""
+        if "samples" not in self.record:
+            raise CheckpointError(f"{self.key} was saved without samples")
+        path = self.path / SAMPLES_FILE
+        if _sha256(path) != self.record["samples"]["sha256"]:
+            raise CheckpointError(f"{path} does not match the sha256 in its record.json")
+        return np.load(path, allow_pickle=False)
 
 
 def device() -> torch.device:
@@ -109,12 +194,10 @@ def training_split(dataset: str, profile: str, data_root: str | Path | None = No
 
 
 def make_spec(model: str, dataset: str, profile: str, train_split: data.Split, seed: int = 0) -> ModelSpec:
-    if model not in MODELS:
-        raise ValueError(f"unknown model {model!r}; registered: {sorted(MODELS)}")
     return ModelSpec(
         model=model, dataset=dataset, profile=profile, seed=seed,
-        model_config=profiles.model_config(model, dataset, profile),
-        train_config=profiles.train_config(model, dataset, profile),
+        model_config=model_config(model, dataset, profile),
+        train_config=train_config(model, dataset, profile),
         train_data={"split": "train", "n": train_split.n, "official_size": train_split.official_size},
     )
 
@@ -136,20 +219,38 @@ def _sha256(path: Path) -> str:
 
 
 def _monitor_sets(dataset: str, profile: str, data_root: str | Path | None) -> dict[str, torch.Tensor]:
-    """Held-out in-distribution test data and the paired OOD test set, scored during training."""
+    """Sets scored deterministically at every log row (their first ``eval_images`` images): a
+    fixed slice of the training split, the in-distribution test split and the paired OOD test
+    split. The train slice gives a noise-free training curve beside the running loss (which
+    mixes random dequantization and changing weights); it is not part of the model's key."""
     ood = profiles.PAIRS.get(dataset)
-    names = [dataset] + ([ood] if ood else [])
-    return {f"{name}_test": data.load(name, "test", data_root).tensor() for name in names}
+    sets = {f"{dataset}_train": data.load(dataset, "train", data_root).tensor()}
+    for name in [dataset] + ([ood] if ood else []):
+        sets[f"{name}_test"] = data.load(name, "test", data_root).tensor()
+    return sets
 
 
 def _load(spec: ModelSpec, path: Path) -> TrainedModel:
     record = json.loads((path / "record.json").read_text())
     if _sha256(path / "model.pt") != record["sha256"]:
-        raise CheckpointError(f"{path / 'model.pt'} does not match the sha256 in its record.json")
+        raise CheckpointError(
+            f"{path / 'model.pt'} does not match the sha256 in its record.json (model "
+            f"{spec.model} on {spec.dataset}, key {spec.key}); retrain it with "
+            f"`{train_command(spec.model, spec.dataset, spec.profile, spec.seed)} --retrain`")
     model = spec.build()
     model.load_state_dict(torch.load(path / "model.pt", map_location="cpu", weights_only=True))
     model.to(device()).eval()
     return TrainedModel(model, spec, record, pd.read_csv(path / LOG_FILE), path)
+
+
+def _draw_samples(net: DensityModel, n: int, seed: int, path: Path) -> dict:
+    """Draw ``n`` samples (seeded) into ``path/samples.npy``; their record entry."""
+    t0 = time.time()
+    net.eval()
+    g = torch.Generator(device=next(net.parameters()).device).manual_seed(seed)
+    np.save(path / SAMPLES_FILE, net.sample(n, generator=g).cpu().numpy())
+    return {"file": SAMPLES_FILE, "n": n, "seed": seed, "sha256": _sha256(path / SAMPLES_FILE),
+            "wall_s": round(time.time() - t0, 1)}
 
 
 def _update_manifest(root: Path, record: dict) -> None:
@@ -165,12 +266,13 @@ def get(
     profile: str,
     seed: int = 0,
     data_root: str | Path | None = None,
-    allow_training: bool = True,
+    allow_training: bool | None = None,
     retrain: bool = False,
     progress: bool = True,
 ) -> TrainedModel:
     """Load the checkpoint of ``model`` trained on ``dataset`` under ``profile``; train it first
-    if there is none (or if ``retrain``)."""
+    if there is none (or if ``retrain``) and training is allowed (``None``: see
+    :func:`training_allowed`), else raise :class:`CheckpointError`."""
     split = training_split(dataset, profile, data_root)
     spec = make_spec(model, dataset, profile, split, seed)
     root = checkpoint_root(profile)
@@ -179,8 +281,13 @@ def get(
         shutil.rmtree(path)
     if (path / "model.pt").exists():
         return _load(spec, path)
-    if not allow_training:
-        raise CheckpointError(f"no checkpoint {spec.key} in {root} and training is disabled")
+    if not (training_allowed(profile) if allow_training is None else allow_training):
+        raise CheckpointError(
+            f"no checkpoint for model {model!r} trained on {dataset!r} under profile "
+            f"{profile!r}: expected {path} (key {spec.key}). The book does not train "
+            f"{profile!r} models by surprise. Train it with `{train_command(model, dataset, profile, seed)}`"
+            f" (or every model with `make retrain PROFILE={profile}`), or let the build train "
+            f"what is missing with `python -m ood_lib.book --profile {profile} --train-missing`.")
     net = spec.build().to(device())
     t0 = time.time()
     result = train(net, split.tensor(), spec.train_config, path, seed=seed,
@@ -200,6 +307,8 @@ def get(
         "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "session_s": round(time.time() - t0, 1),
     }
+    if MODELS[model].n_samples:
+        record["samples"] = _draw_samples(net, MODELS[model].n_samples, seed, path)
     (path / "record.json").write_text(json.dumps(record, indent=1, sort_keys=True))
     (path / STATE_FILE).unlink(missing_ok=True)
     _update_manifest(root, record)
@@ -229,9 +338,9 @@ def main(argv: list[str] | None = None) -> None:
                   f" ({r['threads']} threads); bits/dim {final}")
         return
     for model in args.model or ["glow"]:
-        for dataset in args.dataset or list(profiles.PAIRS):
+        for dataset in args.dataset or list(MODELS[model].cpu_steps):
             trained = get(model, dataset, args.profile, args.seed, args.data_root,
-                          retrain=args.retrain)
+                          allow_training=True, retrain=args.retrain)
             print(f"{trained.key}: final {trained.record['final_bpd']} "
                   f"({trained.record['wall_s']} s) -> {trained.path}")
 

@@ -12,12 +12,17 @@ holds. The sets for a model trained on dataset $D$ are
   and uniform noise.
 
 :func:`score` evaluates a set once per model and caches the per-image arrays (``log_px``,
-``log_pz``, ``log_det``, ``bpd``) in the profile's results folder, keyed by the model's
-registry key, so later chapters (decomposition, remedies, scorecard) reuse them.
+every part the model returns, ``bpd``) in the profile's results folder, so later chapters
+(decomposition, second order, remedies, scorecard) reuse them. The cache is keyed by content:
+an entry stores the sha256 of the checkpoint, the sha256 of the exact uint8 images scored (after
+conversion to the model's geometry) and :data:`SCORER_VERSION`; an entry that does not match all
+three is recomputed, never returned. Scores that are not finite (a float32 overflow on an
+absurd input) are kept as they are: :func:`finite_mean` and the metrics say how they count.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +30,7 @@ import numpy as np
 import pandas as pd
 from torch import Tensor
 
-from ood_lib import data, paper, profiles, results, transforms
+from ood_lib import data, paper, profiles, registry, results, transforms
 from ood_lib.likelihood import evaluate
 from ood_lib.metrics import auroc
 from ood_lib.registry import TrainedModel
@@ -63,48 +68,117 @@ def _from_split(split: data.Split, role: str, channels: int, cap: int | None) ->
                    transforms.to_nchw(_convert(used, channels)), coverage)
 
 
-def eval_sets(train_dataset: str, profile: str, data_root: str | Path | None = None) -> list[EvalSet]:
-    """The sets scored under a model trained on ``train_dataset`` (see the module docstring)."""
-    channels, size = profiles.IMAGE_GEOMETRY[train_dataset]
+def paper_sets(train_dataset: str, profile: str, data_root: str | Path | None = None) -> list[EvalSet]:
+    """The paper's three sets for a model trained on ``train_dataset``: its train and test
+    splits and the OOD partner's test split (roles ``train``, ``test``, ``ood``)."""
+    channels, _ = profiles.IMAGE_GEOMETRY[train_dataset]
     cap = MAX_IMAGES[profile]
-    partner = profiles.PAIRS[train_dataset]
-    sets = [
+    return [
         _from_split(data.load(train_dataset, "train", data_root), "train", channels, cap),
         _from_split(data.load(train_dataset, "test", data_root), "test", channels, cap),
-        _from_split(data.load(partner, "test", data_root), "ood", channels, cap),
+        _from_split(data.load(profiles.PAIRS[train_dataset], "test", data_root), "ood",
+                    channels, cap),
     ]
+
+
+def eval_sets(train_dataset: str, profile: str, data_root: str | Path | None = None) -> list[EvalSet]:
+    """The sets scored under a model trained on ``train_dataset`` (see the module docstring)."""
+    channels, _ = profiles.IMAGE_GEOMETRY[train_dataset]
+    cap = MAX_IMAGES[profile]
+    partner = profiles.PAIRS[train_dataset]
+    sets = paper_sets(train_dataset, profile, data_root)
     for other in data.DATASETS:
         if other not in (train_dataset, partner):
             converted = profiles.IMAGE_GEOMETRY[other][0] != channels
             role = "other OOD (converted)" if converted else "other OOD"
             sets.append(_from_split(data.load(other, "test", data_root), role, channels, cap))
+    return sets + list(control_sets(train_dataset, profile).values())
+
+
+def control_sets(train_dataset: str, profile: str) -> dict[str, EvalSet]:
+    """The two synthetic controls in the geometry of ``train_dataset``, labelled as synthetic:
+    the 256 constant images and uniform noise (seed 0)."""
+    channels, size = profiles.IMAGE_GEOMETRY[train_dataset]
     shape = (size, size, channels)
+    cap = MAX_IMAGES[profile]
     n_noise = 1_000 if cap is None else min(cap, 1_000)
-    sets += [
-        EvalSet("constant", "Constant images (synthetic)", "control",
-                transforms.to_nchw(transforms.constant_images(256, shape, np.arange(256))),
-                "256 synthetic images, one per grey level"),
-        EvalSet("noise", "Uniform noise (synthetic)", "control",
-                transforms.to_nchw(transforms.uniform_noise_images(n_noise, shape, seed=0)),
-                f"{n_noise:,} synthetic images, i.i.d. uniform levels"),
-    ]
-    return sets
+    return {
+        "constant": EvalSet(
+            "constant", "Constant images (synthetic)", "control",
+            transforms.to_nchw(transforms.constant_images(256, shape, np.arange(256))),
+            "256 synthetic images, one per grey level"),
+        "noise": EvalSet(
+            "noise", "Uniform noise (synthetic)", "control",
+            transforms.to_nchw(transforms.uniform_noise_images(n_noise, shape, seed=0)),
+            f"{n_noise:,} synthetic images, i.i.d. uniform levels"),
+    }
+
+
+# Bump whenever the stored parts or their meaning change: every cached entry is then recomputed.
+SCORER_VERSION = "2"
+_CACHE_FIELDS = ("checkpoint_sha256", "images_sha256", "scorer_version")
+
+
+def images_sha256(images: Tensor) -> str:
+    """sha256 of a uint8 image tensor's shape and bytes (the content key of a scored set)."""
+    h = hashlib.sha256(str(tuple(images.shape)).encode())
+    h.update(images.contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def score(trained: TrainedModel, eval_set: EvalSet, profile: str, progress: bool = True) -> dict[str, np.ndarray]:
-    """Per-image ``log_px``, ``log_pz``, ``log_det`` (nats) and ``bpd`` of a set, cached."""
+    """Per-image ``log_px`` and every other part of the model (nats) and ``bpd`` of a set,
+    from the content-keyed cache (see the module docstring) or computed and cached."""
     name = f"scores-{trained.key}-{eval_set.name}"
+    key = dict(zip(_CACHE_FIELDS, (trained.record["sha256"], images_sha256(eval_set.images),
+                                   SCORER_VERSION), strict=True))
     try:
         cached = results.load_arrays(profile, name)
-        if len(cached["bpd"]) == eval_set.n:
-            return cached
+        if all(str(cached.get(f"cache_{k}", "")) == v for k, v in key.items()):
+            return {k: v for k, v in cached.items() if not k.startswith("cache_")}
     except results.MissingResultError:
         pass
-    scores = evaluate(trained.model, eval_set.images,
-                      n_bits=trained.spec.train_config.n_bits,
-                      progress=eval_set.label if progress else False)
-    results.save_arrays(profile, name, **scores)
+    scores = evaluate(trained.model, eval_set.images, progress=eval_set.label if progress else False)
+    results.save_arrays(profile, name, **scores, **{f"cache_{k}": np.array(v) for k, v in key.items()})
     return scores
+
+
+@dataclass
+class ScoredPair:
+    """A trained model with its per-image scores on the paper's three sets, keyed by role
+    (``"train"``, ``"test"``, ``"ood"``): what the decomposition, constant-volume, second-order
+    and model-family chapters start from."""
+
+    trained: TrainedModel
+    sets: dict[str, EvalSet]
+    scores: dict[str, dict[str, np.ndarray]]
+
+    @property
+    def n_dims(self) -> int:
+        return int(np.prod(self.sets["test"].images.shape[1:]))
+
+    def log_px(self, role: str) -> np.ndarray:
+        """Per-image log-likelihood (nats) of one set."""
+        return self.scores[role]["log_px"]
+
+
+def score_pair(model: str, dataset: str, profile: str, seed: int = 0,
+               data_root: str | Path | None = None, progress: bool = True) -> ScoredPair:
+    """Load ``model`` trained on ``dataset`` (never training a cpu/paper model by surprise, see
+    :func:`ood_lib.registry.get`) and score the paper's three sets with it (cached)."""
+    trained = registry.get(model, dataset, profile, seed=seed, data_root=data_root)
+    sets = {s.role: s for s in paper_sets(dataset, profile, data_root)}
+    return ScoredPair(trained, sets, {role: score(trained, s, profile, progress)
+                                      for role, s in sets.items()})
+
+
+def finite_mean(values: np.ndarray) -> tuple[float, int]:
+    """Mean of the finite values and the number left out as infinite (NaN is an error)."""
+    values = np.asarray(values, float)
+    if np.isnan(values).any():
+        raise ValueError("scores contain NaN")
+    finite = np.isfinite(values)
+    return (float(values[finite].mean()) if finite.any() else float("nan")), int((~finite).sum())
 
 
 def bpd_table(trained: TrainedModel, sets: list[EvalSet], scores: dict[str, dict]) -> pd.DataFrame:
@@ -115,11 +189,13 @@ def bpd_table(trained: TrainedModel, sets: list[EvalSet], scores: dict[str, dict
     rows = []
     for s in sets:
         bpd = scores[s.name]["bpd"]
+        mean, n_infinite = finite_mean(bpd)
         rows.append({
             "evaluated on": s.label,
             "role": s.role,
-            "images used": s.coverage,
-            "mean bpd": bpd.mean(),
+            "images used": s.coverage + (f"; {n_infinite:,} infinite, left out of the mean"
+                                         if n_infinite else ""),
+            "mean bpd": mean,
             "median bpd": np.median(bpd),
             "std bpd": bpd.std(),
             "paper bpd": paper.GLOW_BPD.get((trained.spec.dataset, s.name), np.nan)

@@ -1,7 +1,9 @@
-r"""The one training loop of the book: maximum likelihood on dequantized images.
+r"""The one training loop of the book, for every model family: maximum likelihood in bits/dim.
 
-Each step draws a batch, dequantizes it with fresh uniform noise and minimises the mean
-bits/dim $-\log p(\tilde x)/(D \log 2) + n$ (see :mod:`ood_lib.likelihood`). Around that:
+Each step draws a batch, prepares it for the model (a flow gets it dequantized with fresh
+uniform noise; a discrete model gets the integer levels, see :mod:`ood_lib.models.base`) and
+minimises the model's ``train_loss``: the mean bits/dim, or a bound on it (a VAE's negative
+ELBO). Around that:
 
 - Adam or Adamax with a linear learning-rate warm-up;
 - gradient-norm clipping;
@@ -27,8 +29,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ood_lib.likelihood import DensityModel, bits_per_dim, evaluate
-from ood_lib.transforms import dequantize
+from ood_lib.likelihood import evaluate
+from ood_lib.models.base import DensityModel
 
 
 @dataclass(frozen=True)
@@ -86,12 +88,6 @@ def step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 7_919 + step + 1)
 
 
-def loss_bpd(model: DensityModel, x: Tensor, n_bits: int) -> Tensor:
-    """Mean bits/dim of a batch of dequantized images (the training loss)."""
-    n_dims = x[0].numel()
-    return bits_per_dim(model.log_prob_parts(x)["log_px"], n_dims, n_bits).mean()
-
-
 def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     cls = torch.optim.Adamax if cfg.optimizer == "adamax" else torch.optim.Adam
     return cls([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
@@ -109,7 +105,7 @@ def _write_log(path: Path, rows: list[dict[str, float]]) -> None:
 
 
 def train(
-    model: nn.Module,
+    model: DensityModel,
     train_x: Tensor,
     cfg: TrainConfig,
     out_dir: Path,
@@ -122,6 +118,8 @@ def train(
     ``out_dir/train_state.pt`` if present. ``monitor`` maps names to uint8 image sets scored
     at each log row (first ``cfg.eval_images`` images). ``stop_at`` ends the run early at that
     step after checkpointing (used to test resumption and to split long runs)."""
+    if model.n_bits != cfg.n_bits:
+        raise ValueError(f"model is built for {model.n_bits}-bit images, config says {cfg.n_bits}")
     out_dir.mkdir(parents=True, exist_ok=True)
     monitor = {k: v[: cfg.eval_images] for k, v in (monitor or {}).items()}
     if len(train_x) < cfg.batch_size:
@@ -139,7 +137,7 @@ def train(
         counters, log = state["counters"], state["log"]
     else:  # data-dependent initialisation (actnorm) on a random batch
         pick = torch.randperm(len(train_x), generator=step_generator(seed, -1))[: cfg.init_batch_size]
-        init = dequantize(train_x[pick], cfg.n_bits, generator=step_generator(seed, -2))
+        init = model.inputs(train_x[pick], generator=step_generator(seed, -2))
         with torch.no_grad():
             model.log_prob_parts(init.to(device))
     step, n_skipped, in_a_row = counters["step"], counters["n_skipped"], counters["in_a_row"]
@@ -160,10 +158,11 @@ def train(
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="train", unit="step")
     while step < end:
         idx = batch_indices(len(train_x), step, cfg.batch_size, seed)
-        x = dequantize(train_x[idx], cfg.n_bits, generator=step_generator(seed, step)).to(device)
+        g = step_generator(seed, step)
+        x = model.inputs(train_x[idx], generator=g).to(device)
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
-        loss = loss_bpd(model, x, cfg.n_bits)
+        loss = model.train_loss(x, generator=g)
         optimizer.zero_grad(set_to_none=True)
         if torch.isfinite(loss):
             loss.backward()
@@ -184,7 +183,7 @@ def train(
             row = {"step": step, "epoch": step * cfg.batch_size / len(train_x),
                    "train_bpd": running / max(n_running, 1)}
             for name, xs in monitor.items():
-                row[f"{name}_bpd"] = float(evaluate(model, xs, cfg.n_bits)["bpd"].mean())
+                row[f"{name}_bpd"] = float(evaluate(model, xs)["bpd"].mean())
             model.train()
             row.update(lr=optimizer.param_groups[0]["lr"], grad_norm=grad_norm,
                        n_skipped=n_skipped, wall_s=wall_s + time.perf_counter() - t0)

@@ -7,17 +7,18 @@ import math
 import pytest
 import torch
 
-from ood_lib.glow import (
+from ood_lib.likelihood import bits_per_dim
+from ood_lib.models.glow import (
     ActNorm,
     Coupling,
     FlowStep,
     Glow,
     GlowConfig,
     InvConv1x1,
+    gaussian_log_p,
     squeeze,
     unsqueeze,
 )
-from ood_lib.likelihood import bits_per_dim
 
 
 def _perturb(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -147,3 +148,49 @@ def test_bad_inputs_raise_clear_errors() -> None:
         model(torch.full((2, 1, 4, 4), float("nan")))
     with pytest.raises(ValueError, match="divisible"):
         GlowConfig(in_channels=1, image_size=28, levels=3)
+
+
+@pytest.mark.parametrize("additive", [False, True])
+def test_per_level_and_per_layer_parts_sum_to_the_two_terms(additive: bool) -> None:
+    """FlowOutput.parts split log_det by level and layer type and log_pz by level, from the
+    same forward pass; they add up to log_det and log_pz."""
+    model = _perturb(_small_glow(additive=additive, levels=3, image_size=8)).double()
+    out = model(torch.rand(6, 1, 8, 8, dtype=torch.float64) - 0.5)
+    expected = {f"log_det.L{level}.{kind}" for level in (1, 2, 3)
+                for kind in ("actnorm", "invconv", "coupling")}
+    expected |= {f"log_pz.{p}.{t}" for p in ("L1", "L2", "top") for t in ("scale", "eps")}
+    assert set(out.parts) == expected
+    det = sum(v for k, v in out.parts.items() if k.startswith("log_det."))
+    pz = sum(v for k, v in out.parts.items() if k.startswith("log_pz."))
+    torch.testing.assert_close(det, out.log_det, atol=1e-12, rtol=0)
+    torch.testing.assert_close(pz, out.log_pz, atol=1e-12, rtol=0)
+    parts = model.log_prob_parts(torch.rand(2, 1, 8, 8, dtype=torch.float64) - 0.5)
+    torch.testing.assert_close(parts["log_px"], sum(parts[k] for k in model.additive_parts))
+
+
+def test_actnorm_and_invconv_log_dets_do_not_depend_on_the_input() -> None:
+    """Their OOD - test gap is exactly zero: identical values for any two inputs."""
+    model = _perturb(_small_glow(levels=2, image_size=8))
+    a = model(torch.rand(5, 1, 8, 8) - 0.5).parts
+    b = model(0.1 * torch.randn(5, 1, 8, 8)).parts
+    for name in a:
+        if name.endswith((".actnorm", ".invconv")):
+            assert torch.equal(a[name], b[name]) and torch.equal(a[name], a[name][0].expand(5))
+        elif name.endswith(".coupling"):
+            assert not torch.allclose(a[name], b[name])
+
+
+def test_constant_volume_glow_coupling_parts_are_zero() -> None:
+    model = _perturb(_small_glow(additive=True, levels=2, image_size=8))
+    out = model(torch.rand(4, 1, 8, 8) - 0.5)
+    for name, value in out.parts.items():
+        if name.endswith(".coupling"):
+            assert torch.equal(value, torch.zeros(4))
+
+
+def test_gaussian_log_p_terms_sum_to_the_normal_log_density() -> None:
+    x, mean, log_std = torch.randn(3, 4, dtype=torch.float64), torch.randn(4).double(), torch.randn(4).double()
+    scale, eps = gaussian_log_p(x, mean, log_std)
+    expected = torch.distributions.Normal(mean, log_std.exp()).log_prob(x)
+    torch.testing.assert_close(scale + eps, expected)
+    torch.testing.assert_close(scale, -log_std.expand(3, 4))

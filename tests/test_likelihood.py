@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from ood_lib.glow import Glow, GlowConfig
 from ood_lib.likelihood import bits_per_dim, evaluate
+from ood_lib.models.glow import Glow, GlowConfig
 
 
 def test_uniform_density_on_the_cube_gives_n_bits() -> None:
@@ -24,11 +24,12 @@ def test_uniform_density_on_the_cube_gives_n_bits() -> None:
 def test_evaluate_matches_the_gaussian_closed_form(n_bits: int) -> None:
     """A Glow with K=0 steps scores x by N(0, I); evaluation uses the bin centres."""
     model = Glow(GlowConfig(in_channels=1, image_size=4, levels=2, steps=0))
+    model.n_bits = n_bits
     x = torch.randint(0, 256, (6, 1, 4, 4), dtype=torch.uint8)
     levels = (x >> (8 - n_bits)).double()
     centre = (levels + 0.5) / 2**n_bits - 0.5
     log_px = (-0.5 * math.log(2 * math.pi) - 0.5 * centre**2).flatten(1).sum(1)
     expected = -log_px / (16 * math.log(2)) + n_bits
-    got = evaluate(model, x, n_bits=n_bits)
+    got = evaluate(model, x)
     np.testing.assert_allclose(got["bpd"], expected.numpy(), rtol=1e-6)
     np.testing.assert_allclose(got["log_px"], got["log_pz"] + got["log_det"])

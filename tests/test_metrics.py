@@ -34,3 +34,11 @@ def test_report_keys_and_bad_input() -> None:
         auroc(np.array([np.nan]), np.ones(2))
     with pytest.raises(ValueError, match="at least one"):
         auroc(np.array([]), np.ones(2))
+
+
+def test_infinite_scores_rank_as_extremes() -> None:
+    """A float32 overflow gives +inf bits/dim: it is the most OOD score, not an error."""
+    in_dist, ood = np.array([1.0, 2.0, 3.0]), np.array([np.inf, 2.5])
+    assert auroc(in_dist, ood) == pytest.approx((3 + 2) / 6)
+    assert auroc(np.array([np.inf]), np.array([0.0])) == 0.0
+    assert fpr_at_tpr(in_dist, np.array([np.inf, np.inf])) == 0.0

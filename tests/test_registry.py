@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from ood_lib import data, profiles, registry
-from ood_lib.glow import Glow, GlowConfig
+from ood_lib.likelihood import evaluate
+from ood_lib.models.glow import Glow, GlowConfig
 from ood_lib.train import TrainConfig, train
 
 
@@ -39,8 +40,9 @@ def test_smoke_model_trains_once_then_loads(build: Path) -> None:
     first = registry.get("glow", "notmnist", "smoke", progress=False)
     assert first.path.parent == build / "build" / "checkpoints"
     record = json.loads((first.path / "record.json").read_text())
-    assert record["steps"] == profiles.train_config("glow", "notmnist", "smoke").steps
-    assert set(record["final_bpd"]) == {"train_bpd", "notmnist_test_bpd", "mnist_test_bpd"}
+    assert record["steps"] == registry.train_config("glow", "notmnist", "smoke").steps
+    assert set(record["final_bpd"]) == {"train_bpd", "notmnist_train_bpd", "notmnist_test_bpd",
+                                      "mnist_test_bpd"}
     assert not (first.path / "train_state.pt").exists()
     again = registry.get("glow", "notmnist", "smoke", allow_training=False, progress=False)
     for a, b in zip(first.model.state_dict().values(), again.model.state_dict().values(), strict=True):
@@ -49,12 +51,12 @@ def test_smoke_model_trains_once_then_loads(build: Path) -> None:
 
 
 def test_corrupt_or_missing_checkpoint_is_a_clear_error(build: Path) -> None:
-    with pytest.raises(registry.CheckpointError, match="training is disabled"):
+    with pytest.raises(registry.CheckpointError, match="no checkpoint for model .glow."):
         registry.get("glow", "notmnist", "smoke", allow_training=False, progress=False)
     trained = registry.get("glow", "notmnist", "smoke", progress=False)
     with (trained.path / "model.pt").open("ab") as f:
         f.write(b"corrupt")
-    with pytest.raises(registry.CheckpointError, match="sha256"):
+    with pytest.raises(registry.CheckpointError, match="sha256.*--retrain"):
         registry.get("glow", "notmnist", "smoke", progress=False)
 
 
@@ -67,12 +69,35 @@ def test_shipped_cpu_checkpoints_match_the_current_code(dataset: str, data_root:
     assert trained.record["steps"] == trained.spec.train_config.steps
     assert trained.record["n_skipped"] == 0
     assert len(trained.log) == trained.spec.train_config.steps // trained.spec.train_config.eval_every
+    # Same numbers as when it was trained: the final monitored test bits/dim of its record.
+    cfg = trained.spec.train_config
+    test = data.load(dataset, "test", data_root).subset(cfg.eval_images).tensor()
+    bpd = evaluate(trained.model, test)["bpd"].mean()
+    assert bpd == pytest.approx(trained.record["final_bpd"][f"{dataset}_test_bpd"], abs=1e-5)
+
+
+def test_cpu_build_never_trains_by_surprise(build: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cpu model without a checkpoint is an error naming the model, its key and the command
+    that trains it, unless training is asked for; smoke models train."""
+    monkeypatch.delenv(registry.TRAIN_MISSING_ENV, raising=False)
+    with pytest.raises(registry.CheckpointError) as err:
+        registry.get("glow", "notmnist", "cpu", progress=False)
+    split = registry.training_split("notmnist", "cpu")
+    key = registry.make_spec("glow", "notmnist", "cpu", split).key
+    message = str(err.value)
+    assert key in message and "'glow'" in message
+    assert "python -m ood_lib.registry train --profile cpu --model glow --dataset notmnist" in message
+    assert "--train-missing" in message
+    assert not (build / "checkpoints" / key).exists()
+    assert registry.training_allowed("smoke") and not registry.training_allowed("paper")
+    monkeypatch.setenv(registry.TRAIN_MISSING_ENV, "1")
+    assert registry.training_allowed("cpu")
 
 
 def test_paper_profile_constructs_and_trains_a_few_steps(tmp_path: Path, data_root: Path) -> None:
-    cfg = profiles.model_config("glow", "cifar10", "paper")
+    cfg = registry.model_config("glow", "cifar10", "paper")
     assert (cfg["levels"], cfg["steps"], cfg["hidden"]) == (3, 32, 512)
-    paper = profiles.train_config("glow", "cifar10", "paper")
+    paper = registry.train_config("glow", "cifar10", "paper")
     assert (paper.optimizer, paper.lr) == ("adamax", 1e-3)
     torch.manual_seed(0)
     model = Glow(GlowConfig(**cfg))
@@ -86,6 +111,6 @@ def test_paper_profile_constructs_and_trains_a_few_steps(tmp_path: Path, data_ro
 
 def test_unknown_names_raise() -> None:
     with pytest.raises(ValueError, match="unknown model"):
-        profiles.model_config("pixelcnn9000", "cifar10", "cpu")
+        registry.model_config("pixelcnn9000", "cifar10", "cpu")
     with pytest.raises(ValueError, match="unknown profile"):
-        profiles.model_config("glow", "cifar10", "laptop")
+        registry.model_config("glow", "cifar10", "laptop")

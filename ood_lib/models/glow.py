@@ -17,6 +17,19 @@ other half (``split prior``); the last level's output has a learned Gaussian ``t
 
 Every layer has the same interface: ``forward(h) -> (h_next, log_det)`` with ``log_det`` of
 shape ``[batch]``, and ``inverse(h_next) -> h``.
+
+One level deeper than the paper's two terms, the same forward pass also returns each term
+split by where it arises (:attr:`FlowOutput.parts`):
+
+$$\log|\det| = \sum_{l=1}^{L} \sum_{t \in \{\text{actnorm}, \text{invconv}, \text{coupling}\}}
+  \texttt{log\_det.L}l.t, \qquad
+  \log p(z) = \sum_{l \in \{1, \dots, L-1, \text{top}\}}
+  \left(\texttt{log\_pz.}l.\text{scale} + \texttt{log\_pz.}l.\text{eps}\right).$$
+
+Actnorm and 1x1-convolution log-determinants do not depend on the input; only the
+couplings' do (and none at all with additive couplings: the constant-volume Glow). Each prior's
+term splits further into $-\sum\log\sigma$ and the standard-normal density of the standardised
+latent; a split prior's $\sigma$ depends on the input, so its scale term is volume-like.
 """
 
 from __future__ import annotations
@@ -29,13 +42,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ood_lib.models.base import DensityModel
+
 LOG_2PI = math.log(2 * math.pi)
 
 
-def gaussian_log_p(x: Tensor, mean: Tensor, log_std: Tensor) -> Tensor:
-    r"""Elementwise $\log \mathcal N(x; \mu, \sigma^2)
-    = -\tfrac12\left(\log 2\pi + 2\log\sigma + (x-\mu)^2/\sigma^2\right)$."""
-    return -0.5 * (LOG_2PI + 2.0 * log_std + (x - mean) ** 2 * torch.exp(-2.0 * log_std))
+def gaussian_log_p(x: Tensor, mean: Tensor, log_std: Tensor) -> tuple[Tensor, Tensor]:
+    r"""Elementwise $\log \mathcal N(x; \mu, \sigma^2)$ as two terms that sum to it:
+
+    $$\log \mathcal N(x; \mu, \sigma^2) = \underbrace{-\log\sigma}_{\text{scale}}
+      + \underbrace{\log \mathcal N(\epsilon; 0, 1)}_{\text{eps}}, \qquad
+      \epsilon = (x - \mu)/\sigma .$$
+
+    The scale term is the log-determinant of the standardisation $x \mapsto \epsilon$: where
+    $\sigma$ depends on the input (a split prior) it acts like a volume term."""
+    eps = (x - mean) * torch.exp(-log_std)
+    return -log_std.expand_as(x), -0.5 * (LOG_2PI + eps**2)
 
 
 def sum_per_image(x: Tensor) -> Tensor:
@@ -241,11 +263,13 @@ class SplitPrior(nn.Module):
         h = self.conv(z1)
         return h[:, 0::2], h[:, 1::2]
 
-    def forward(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Returns ``(z1, z2, log_p(z2 | z1))``."""
+    def forward(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Returns ``(z1, z2, scale, eps)``: the two terms of ``log p(z2 | z1)`` per image (see
+        :func:`gaussian_log_p`)."""
         z1, z2 = h.chunk(2, dim=1)
         mean, log_std = self.params(z1)
-        return z1, z2, sum_per_image(gaussian_log_p(z2, mean, log_std))
+        scale, eps = gaussian_log_p(z2, mean, log_std)
+        return z1, z2, sum_per_image(scale), sum_per_image(eps)
 
     def sample(self, z1: Tensor, temperature: float, generator: torch.Generator | None) -> Tensor:
         mean, log_std = self.params(z1)
@@ -278,22 +302,51 @@ class GlowConfig:
         return asdict(self)
 
 
+# Layer types of one step of flow, in order, as named in FlowOutput.parts.
+STEP_LAYERS = ("actnorm", "invconv", "coupling")
+
+
+# Size per (profile, image kind): L levels, K steps per level, hidden channels of the couplings.
+# cpu: the largest model that trains to a useful bits/dim in ~30 minutes on one 2-core machine;
+# paper: the Glow paper's CIFAR-10 configuration (L=3, K=32, 512 channels), for a GPU.
+SIZES: dict[tuple[str, str], dict[str, int]] = {
+    ("smoke", "grey"): dict(levels=2, steps=2, hidden=16),
+    ("smoke", "rgb"): dict(levels=2, steps=2, hidden=16),
+    ("cpu", "grey"): dict(levels=2, steps=8, hidden=96),
+    ("cpu", "rgb"): dict(levels=3, steps=8, hidden=128),
+    ("paper", "grey"): dict(levels=2, steps=32, hidden=512),
+    ("paper", "rgb"): dict(levels=3, steps=32, hidden=512),
+}
+
+# Training steps under the cpu profile (batch 64), sized for <= ~40 minutes at one thread.
+CPU_STEPS = {"fashion_mnist": 6_000, "notmnist": 4_000, "cifar10": 3_500}
+
+
 @dataclass
 class FlowOutput:
     """Result of :meth:`Glow.forward`: per-image ``log_pz`` and ``log_det`` (nats, shape
-    ``[B]``) and the latents, one tensor per level (factored-out halves, then the top)."""
+    ``[B]``), the latents, one tensor per level (factored-out halves, then the top), and
+    ``parts``: the same two terms split by level and layer type (``log_det.L1.actnorm``,
+    ``log_det.L1.invconv``, ``log_det.L1.coupling``, ...) and by prior, each prior's term in
+    its scale and standardised parts (``log_pz.L1.scale``, ``log_pz.L1.eps``, ...,
+    ``log_pz.top.scale``, ``log_pz.top.eps``; see :func:`gaussian_log_p`); they sum exactly
+    to ``log_det`` and ``log_pz``."""
 
     log_pz: Tensor
     log_det: Tensor
     zs: list[Tensor]
+    parts: dict[str, Tensor]
 
     @property
     def log_px(self) -> Tensor:
         return self.log_pz + self.log_det
 
 
-class Glow(nn.Module):
+class Glow(DensityModel):
     """The multi-scale Glow flow on inputs in $[-1/2, 1/2)^{C \\times H \\times W}$."""
+
+    likelihood = "continuous"
+    additive_parts = ("log_pz", "log_det")
 
     def __init__(self, config: GlowConfig) -> None:
         super().__init__()
@@ -325,27 +378,35 @@ class Glow(nn.Module):
             raise ValueError(f"Glow expects inputs [B, {self.input_shape}], got {list(x.shape)}")
         if not torch.isfinite(x).all():
             raise ValueError("Glow input contains NaN or infinite values")
-        log_det = x.new_zeros(x.shape[0])
-        log_pz = x.new_zeros(x.shape[0])
+        parts: dict[str, Tensor] = {}
         zs = []
         h = x
         for level, steps in enumerate(self.levels):
+            name = f"L{level + 1}"
             h = squeeze(h)
+            for kind in STEP_LAYERS:
+                parts[f"log_det.{name}.{kind}"] = x.new_zeros(x.shape[0])
             for step in steps:
-                h, ld = step(h)
-                log_det = log_det + ld
+                for kind, layer in zip(STEP_LAYERS, step.layers, strict=True):
+                    h, ld = layer(h)
+                    parts[f"log_det.{name}.{kind}"] = parts[f"log_det.{name}.{kind}"] + ld
             if level < len(self.priors):
-                h, z2, lp = self.priors[level](h)
-                log_pz = log_pz + lp
+                h, z2, parts[f"log_pz.{name}.scale"], parts[f"log_pz.{name}.eps"] = (
+                    self.priors[level](h))
                 zs.append(z2)
-        log_pz = log_pz + sum_per_image(gaussian_log_p(h, self.top_mean, self.top_log_std))
+        # log p(z_top) = sum log N(z_top; mu_top, sigma_top^2) = scale + eps terms
+        scale, eps = gaussian_log_p(h, self.top_mean, self.top_log_std)
+        parts["log_pz.top.scale"], parts["log_pz.top.eps"] = sum_per_image(scale), sum_per_image(eps)
         zs.append(h)
-        return FlowOutput(log_pz=log_pz, log_det=log_det, zs=zs)
+        # log p(z) = sum of the priors' terms; log|det| = sum over every layer (fixed order)
+        log_pz = sum(v for k, v in parts.items() if k.startswith("log_pz."))
+        log_det = sum(v for k, v in parts.items() if k.startswith("log_det."))
+        return FlowOutput(log_pz=log_pz, log_det=log_det, zs=zs, parts=parts)
 
     def log_prob_parts(self, x: Tensor) -> dict[str, Tensor]:
-        """The density-model interface of :mod:`ood_lib.likelihood`."""
+        """``log_px``, its two terms ``log_pz`` and ``log_det``, and their finer ``parts``."""
         out = self(x)
-        return {"log_px": out.log_px, "log_pz": out.log_pz, "log_det": out.log_det}
+        return {"log_px": out.log_px, "log_pz": out.log_pz, "log_det": out.log_det, **out.parts}
 
     def inverse(self, zs: list[Tensor]) -> Tensor:
         """Map the latents of :meth:`forward` back to the image: ``inverse(forward(x).zs) == x``."""

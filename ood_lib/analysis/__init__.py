@@ -1,0 +1,5 @@
+"""Analyses of trained models, one concept per module:
+
+- ``decomposition``  which term of the change of variables prefers the OOD data (Figure 4)
+- ``curves``         likelihood of train, test and OOD data over training (Figure 5)
+"""

@@ -1,0 +1,76 @@
+r"""The interface every density model of the book implements.
+
+A model family (Glow, PixelCNN, VAE) is a :class:`DensityModel`: it scores a batch of images
+with :meth:`~DensityModel.log_prob_parts`, a dict of per-image terms in nats whose ``"log_px"``
+is the log-likelihood and whose :attr:`~DensityModel.additive_parts` add up to it, and it
+trains on :meth:`~DensityModel.train_loss` (the exact negative log-likelihood, or a bound on it).
+
+Two kinds of likelihood, declared by :attr:`~DensityModel.likelihood`:
+
+- ``"continuous"`` (flows): a density $p$ on dequantized inputs
+  $\tilde x = (x + u)/2^n - \tfrac12 \in [-\tfrac12, \tfrac12)^D$. The discrete probability of
+  the integer image is the mass of its bin of volume $2^{-nD}$, so
+  $\text{bpd} = -\log p(\tilde x)/(D \ln 2) + n$.
+- ``"discrete"`` (PixelCNN, a VAE with a discrete decoder): ``log_px`` *is* $\log P(x)$ of the
+  integer image and $\text{bpd} = -\log P(x)/(D \ln 2)$, with no $+n$. These models take the
+  integer levels themselves (uint8), never dequantized inputs.
+
+Mixing the two up shifts every number by $n = 8$ bits/dim; :meth:`~DensityModel.inputs` and
+:meth:`~DensityModel.bits_per_dim` are the only places that know the difference.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ood_lib.likelihood import bits_per_dim
+from ood_lib.transforms import dequantize
+
+Likelihood = Literal["continuous", "discrete"]
+
+
+class DensityModel(nn.Module):
+    """Base class of every model family (see the module docstring)."""
+
+    likelihood: ClassVar[Likelihood]
+    # Parts of log_prob_parts(x) that sum exactly to "log_px" (empty: none are additive).
+    additive_parts: ClassVar[tuple[str, ...]] = ()
+
+    def log_prob_parts(self, x: Tensor) -> dict[str, Tensor]:
+        """Per-image terms (nats, shape ``[B]``) of a batch prepared by :meth:`inputs`;
+        ``"log_px"`` is the log-likelihood (or, for a VAE, its importance-weighted bound)."""
+        raise NotImplementedError
+
+    def train_loss(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Mean training objective of a prepared batch, in bits/dim (scalar). By default the
+        exact negative log-likelihood; a latent-variable model returns a bound."""
+        log_px = self.log_prob_parts(x)["log_px"]
+        return self.bits_per_dim(log_px, x[0].numel(), self.n_bits).mean()
+
+    # The bit depth of the integer images this model is trained on (set by the registry).
+    n_bits: int = 8
+
+    def inputs(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """uint8 images ``[B, C, H, W]`` -> what :meth:`log_prob_parts` takes.
+
+        Continuous: dequantized to $[-\\tfrac12, \\tfrac12)$ with uniform noise from ``generator``
+        (training) or at the bin centres when ``generator`` is None (evaluation, deterministic).
+        Discrete: the integer levels reduced to ``n_bits``, unchanged in dtype (uint8).
+        """
+        if x.dtype != torch.uint8:
+            raise ValueError(f"inputs expects uint8 images, got {x.dtype}")
+        if self.likelihood == "continuous":
+            if generator is None:
+                return dequantize(x, self.n_bits, noise="center")
+            return dequantize(x, self.n_bits, generator=generator)
+        return x >> (8 - self.n_bits)
+
+    def bits_per_dim(self, log_px: Tensor | np.ndarray, n_dims: int, n_bits: int | None = None):
+        """bits/dim of ``log_px`` (nats): ``+ n_bits`` for a continuous model, nothing more for a
+        discrete one."""
+        n = self.n_bits if n_bits is None else n_bits
+        return bits_per_dim(log_px, n_dims, n if self.likelihood == "continuous" else 0)

@@ -1,0 +1,278 @@
+r"""Gated PixelCNN: an autoregressive model with an exact discrete likelihood
+(van den Oord et al., 2016, "Conditional Image Generation with PixelCNN Decoders").
+
+An image $x \in \{0, \dots, 2^n - 1\}^{C \times H \times W}$ is read in raster order (row by
+row, left to right) and, within a pixel, colour by colour (R, then G, then B). The chain rule
+factorises its probability exactly:
+
+$$\log P(x) = \sum_{c=1}^{C} \underbrace{\sum_{i=1}^{HW}
+    \log P\left(x_{i,c} \mid x_{<i},\, x_{i,<c}\right)}_{\texttt{log\_px\_c}\{c-1\}},$$
+
+each factor a $2^n$-way softmax over the levels of one subpixel. The inner sums, one per
+colour, are the model's :attr:`~PixelCNN.additive_parts`: they add up to ``log_px``.
+
+Every conditional is computed at once by one network whose output at pixel $i$, colour $c$
+may only see the inputs before it. Three devices make it so:
+
+- **Vertical stack**: a $(\lfloor k/2 \rfloor + 1) \times k$ convolution padded above sees the
+  rows above and the current row; *shifted down by one row* it sees only the rows above, over
+  the full width of the kernel (to the right too), and feeds the horizontal stack.
+- **Horizontal stack**: a $1 \times (\lfloor k/2 \rfloor + 1)$ convolution sees the pixels to
+  the left and the current pixel. Stacking masked $k \times k$ convolutions instead leaves a
+  *blind spot* above and to the right of every pixel; two stacks leave none.
+- **Colour groups and masks A/B**: the feature maps are split into $C$ groups, group $g$
+  belonging to colour $g$. At the current pixel a weight from group (or colour) $g'$ to
+  group $g$ is kept if $g' < g$ (mask A, the first layer: a subpixel never sees itself) or
+  $g' \le g$ (mask B, every later layer). With $C = 1$ this is the plain PixelCNN.
+
+Each layer is a gated unit $y = \tanh(W_f * x) \odot \sigma(W_g * x)$ on both stacks; the
+horizontal one adds the (1x1-projected, shifted) vertical pre-activation and a residual
+connection. A 1x1 head maps the last horizontal features to $C \cdot 2^n$ logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ood_lib.models.base import DensityModel
+
+
+@dataclass(frozen=True)
+class PixelCNNConfig:
+    """Hyper-parameters of :class:`PixelCNN` (the default is the ``paper`` size)."""
+
+    in_channels: int = 3
+    image_size: int = 32
+    # Feature maps per stack; split into in_channels colour groups (64 per colour for RGB).
+    hidden: int = 192
+    # Gated layers; with kernel 3 each widens the receptive field by one pixel each way.
+    layers: int = 15
+    # Kernel of the gated layers (odd): vertical (k//2+1) x k, horizontal 1 x (k//2+1).
+    kernel: int = 3
+    # Kernel of the first (mask A) layer: PixelCNN's 7x7 reaches 3 pixels away at once.
+    first_kernel: int = 7
+
+    def __post_init__(self) -> None:
+        if self.in_channels < 1 or self.image_size < 1 or self.layers < 1:
+            raise ValueError(f"need in_channels, image_size, layers >= 1; got {self}")
+        if self.hidden < 1 or self.hidden % self.in_channels:
+            raise ValueError(
+                f"hidden {self.hidden} must be a positive multiple of in_channels "
+                f"{self.in_channels} (one group of feature maps per colour)"
+            )
+        if any(k < 1 or k % 2 == 0 for k in (self.kernel, self.first_kernel)):
+            raise ValueError(f"kernel and first_kernel must be odd and >= 1; got {self}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# Config keyword arguments (besides in_channels, image_size) per profile.
+# cpu: forward + backward + Adamax at batch 64 on ONE thread of the 2-core CPU, measured while
+# two other trainings ran on it (so about 2/3 of a core; median of 4 steps, min in brackets):
+#   32x32x3: 1.7 s (1.2 s);  28x28x1: 0.50 s (0.36 s).
+# The 256-way softmax alone sets a floor for RGB: a 1-layer, 12-map model takes 1.1 s (0.9 s)
+# at 32x32x3 (its logits are 64 x 3 x 256 x 32 x 32 = 50M floats) but 0.10 s at 28x28x1.
+# So ~35 minutes hold ~4,000 steps on 28x28x1 but only ~1,200-1,800 on 32x32x3 on this loaded
+# machine: no PixelCNN with a 256-way softmax does 3,000 steps of 64 RGB images there.
+# sample(16) with the cpu size: ~25 s (32x32x3), ~6 s (28x28x1); smoke: 30 steps of batch 16
+# at 32x32x3 take ~9 s.
+SIZES: dict[tuple[str, str], dict[str, int]] = {
+    (profile, kind): size
+    for profile, size in {"smoke": dict(hidden=12, layers=2, kernel=3, first_kernel=3),
+                          "cpu": dict(hidden=30, layers=4, kernel=3, first_kernel=7),
+                          "paper": dict(hidden=192, layers=15, kernel=3, first_kernel=7)}.items()
+    for kind in ("grey", "rgb")
+}
+
+# Training steps under the cpu profile (batch 64), from the step times above: ~35 minutes.
+CPU_STEPS = {"cifar10": 1_800, "fashion_mnist": 4_000}
+
+
+def groups_of(n: int, groups: int, per_group: int) -> Tensor:
+    """Colour group of each of ``n`` channels laid out as repeated ``[groups, per_group]``
+    blocks (the halves of a gated pre-activation repeat the layout)."""
+    return (torch.arange(n) % (groups * per_group)) // per_group
+
+
+class MaskedConv2d(nn.Conv2d):
+    r"""A convolution whose weight is multiplied by a fixed 0/1 mask, padded so that its
+    output at $(i, j)$ sees only what the mask allows (``pad = (left, right, top, bottom)``).
+
+    The mask is all ones except at the tap on the current pixel (the last row, last column of
+    a horizontal or 1x1 kernel), where a weight from input group $g'$ to output group $g$ is
+    kept under mask A if $g' < g$ and under mask B if $g' \le g$. ``mask_type=None``: no mask
+    (the vertical stack, which is causal by its padding and shift alone)."""
+
+    def __init__(
+        self,
+        in_groups: Tensor,
+        out_groups: Tensor,
+        kernel: tuple[int, int],
+        pad: tuple[int, int, int, int] = (0, 0, 0, 0),
+        mask_type: str | None = "B",
+    ) -> None:
+        super().__init__(len(in_groups), len(out_groups), kernel)
+        self.pad = pad
+        mask = torch.ones_like(self.weight)  # [out, in, kh, kw]
+        if mask_type is not None:
+            g_out, g_in = out_groups[:, None], in_groups[None, :]
+            # A: g_in < g_out; B: g_in <= g_out (at the current pixel only)
+            mask[:, :, -1, -1] = (g_in < g_out) if mask_type == "A" else (g_in <= g_out)
+        self.register_buffer("mask", mask)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(F.pad(x, self.pad), self.weight * self.mask, self.bias)
+
+
+def down_shift(x: Tensor) -> Tensor:
+    """Move every row one down (a zero row on top): row $i$ then holds row $i-1$."""
+    return F.pad(x, (0, 0, 1, 0))[:, :, :-1]
+
+
+def gate(x: Tensor) -> Tensor:
+    r"""$\tanh(a) \odot \sigma(b)$ with $(a, b)$ the two halves of the channels."""
+    a, b = x.chunk(2, dim=1)
+    return torch.tanh(a) * torch.sigmoid(b)
+
+
+class GatedLayer(nn.Module):
+    r"""One gated layer on the vertical ($v$) and horizontal ($h$) stacks:
+
+    $$v' = \text{gate}(V * v), \qquad
+      h' = h + R\,\text{gate}\left(H * h + L\,\text{down\_shift}(V * v)\right)$$
+
+    ($V$ the vertical convolution, $H$ the masked horizontal one, $L$ and $R$ 1x1 convolutions,
+    $R$ masked B; the first layer, mask A, has no residual term $h$)."""
+
+    def __init__(self, in_groups: Tensor, groups: int, hidden: int, kernel: int, first: bool):
+        super().__init__()
+        r, per = kernel // 2, hidden // groups
+        g_hid, g_pre = groups_of(hidden, groups, per), groups_of(2 * hidden, groups, per)
+        self.first = first
+        # vertical: rows i-r..i, columns j-r..j+r
+        self.v_conv = MaskedConv2d(in_groups, g_pre, (r + 1, kernel), (r, r, r, 0), None)
+        # horizontal: columns j-r..j of row i, the current pixel masked A (first) or B
+        mask = "A" if first else "B"
+        self.h_conv = MaskedConv2d(in_groups, g_pre, (1, r + 1), (r, 0, 0, 0), mask)
+        # link: the shifted vertical stack holds only rows above, so no mask is needed
+        self.link = MaskedConv2d(g_pre, g_pre, (1, 1), mask_type=None)
+        self.res = MaskedConv2d(g_hid, g_hid, (1, 1), mask_type="B")
+
+    def forward(self, v: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+        v_pre = self.v_conv(v)  # [B, 2p, H, W]: rows <= i
+        h_pre = self.h_conv(h) + self.link(down_shift(v_pre))  # [B, 2p, H, W]
+        h_out = self.res(gate(h_pre))  # [B, p, H, W]
+        return gate(v_pre), h_out if self.first else h + h_out
+
+
+class PixelCNN(DensityModel):
+    """Gated PixelCNN with a $2^n$-way softmax per subpixel (see the module docstring)."""
+
+    likelihood = "discrete"
+    # One part per colour, log_px_c{c} = sum over pixels of log P(x_{i,c} | ...); set per
+    # instance from in_channels (("log_px_c0",) for grey images).
+    additive_parts: ClassVar[tuple[str, ...]] = ("log_px_c0", "log_px_c1", "log_px_c2")
+
+    def __init__(self, config: PixelCNNConfig, n_bits: int | None = None) -> None:
+        """``n_bits`` (default: the class's, 8) fixes the softmax size $K = 2^n$ for good."""
+        super().__init__()
+        if n_bits is not None:
+            if not 1 <= n_bits <= 8:
+                raise ValueError(f"n_bits must be in 1..8, got {n_bits}")
+            self.n_bits = n_bits
+        self.config = config
+        c, p = config.in_channels, config.hidden
+        self.additive_parts = tuple(f"log_px_c{k}" for k in range(c))
+        self.n_levels = 2**self.n_bits  # K, levels per subpixel
+        g_hid = groups_of(p, c, p // c)
+        kernels = [config.first_kernel] + [config.kernel] * (config.layers - 1)
+        self.layers = nn.ModuleList(  # the first layer reads the C colours of x, mask A
+            GatedLayer(g_hid if n else torch.arange(c), c, p, k, first=n == 0)
+            for n, k in enumerate(kernels)
+        )
+        self.head = nn.Sequential(
+            nn.ReLU(),
+            MaskedConv2d(g_hid, g_hid, (1, 1), mask_type="B"),
+            nn.ReLU(),
+            # output channel k * n_levels + level belongs to colour k
+            MaskedConv2d(g_hid, torch.arange(c * self.n_levels) // self.n_levels, (1, 1)),
+        )
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.config.in_channels, self.config.image_size, self.config.image_size)
+
+    @property
+    def receptive_rows(self) -> int:
+        """How many rows above its own a subpixel's logits can see: 1 (the down shift) plus
+        ``k // 2`` per layer (``first_kernel // 2`` for the first)."""
+        c = self.config
+        return 1 + c.first_kernel // 2 + (c.layers - 1) * (c.kernel // 2)
+
+    def _check(self, x: Tensor) -> None:
+        if x.dtype != torch.uint8:
+            raise ValueError(f"PixelCNN expects uint8 levels, got {x.dtype}")
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
+            raise ValueError(f"PixelCNN expects [B, {self.input_shape}], got {list(x.shape)}")
+        if 2**self.n_bits != self.n_levels:
+            raise ValueError(f"n_bits changed to {self.n_bits} after the model was built")
+        if x.numel() and int(x.max()) >= self.n_levels:
+            raise ValueError(f"levels must be < 2**n_bits = {self.n_levels}, got {int(x.max())}")
+
+    def scale(self, x: Tensor) -> Tensor:
+        r"""Integer levels $0, \dots, 2^n - 1$ -> the network input in $[-1, 1]$."""
+        return x.float() / (self.n_levels - 1) * 2.0 - 1.0
+
+    def features(self, x: Tensor) -> Tensor:
+        r"""The two stacks on a float input ``[B, C, H', W]`` scaled to $[-1, 1]$ (any number
+        of rows: row $i$ depends on rows $\le i$ only) -> the last horizontal features
+        ``[B, hidden, H', W]``."""
+        v = h = x
+        for layer in self.layers:
+            v, h = layer(v, h)
+        return h
+
+    def logits_from_float(self, x: Tensor) -> Tensor:
+        """Logits ``[B, C, 2**n_bits, H', W]`` of a float input ``[B, C, H', W]`` scaled to
+        $[-1, 1]$; differentiable in ``x`` (the causality tests use it)."""
+        out = self.head(self.features(x))  # [B, C * K, H', W]
+        b, _, height, width = out.shape
+        return out.view(b, self.config.in_channels, self.n_levels, height, width)
+
+    def logits(self, x: Tensor) -> Tensor:
+        """uint8 levels ``[B, C, H, W]`` -> logits ``[B, C, 2**n_bits, H, W]``."""
+        self._check(x)
+        return self.logits_from_float(self.scale(x))
+
+    def log_prob_parts(self, x: Tensor) -> dict[str, Tensor]:
+        r"""``log_px`` $= \log P(x)$ (nats, ``[B]``) and its per-colour parts ``log_px_c{k}``."""
+        # log P(x_{i,c} | x_{<i}, x_{i,<c}) = log_softmax(logits)[x_{i,c}]
+        log_p = F.log_softmax(self.logits(x), dim=2)  # [B, C, K, H, W]
+        log_p = log_p.gather(2, x.long().unsqueeze(2)).squeeze(2)  # [B, C, H, W]
+        per_colour = log_p.sum(dim=(2, 3))  # [B, C]
+        parts = {name: per_colour[:, k] for k, name in enumerate(self.additive_parts)}
+        return {"log_px": per_colour.sum(1), **parts}
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Draw ``n`` images (uint8 ``[n, C, H, W]``) subpixel by subpixel: raster order, and
+        R, G, B within a pixel; one forward pass per subpixel, on the rows it can see."""
+        c, s = self.config.in_channels, self.config.image_size
+        device = next(self.parameters()).device
+        x = torch.zeros(n, c, s, s, dtype=torch.uint8, device=device)
+        for i in range(s):
+            top = max(0, i - self.receptive_rows)  # rows top..i hold all that row i sees
+            for j in range(s):
+                for k in range(c):
+                    h = self.features(self.scale(x[:, :, top : i + 1]))[:, :, -1:, j : j + 1]
+                    logits = self.head(h).view(n, c, self.n_levels)  # the head is 1x1
+                    probs = torch.softmax(logits[:, k], dim=1)  # [n, K]
+                    level = torch.multinomial(probs, 1, generator=generator)  # [n, 1]
+                    x[:, k, i, j] = level[:, 0].to(torch.uint8)
+        return x

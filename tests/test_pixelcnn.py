@@ -1,0 +1,255 @@
+"""Gated PixelCNN: causality, no blind spot, an exact normalised discrete likelihood, sampling."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ood_lib.models.pixelcnn import SIZES, PixelCNN, PixelCNNConfig
+
+TINY = dict(hidden=12, layers=3, kernel=3, first_kernel=3)
+
+
+def _model(in_channels: int = 3, image_size: int = 6, n_bits: int | None = None, **kw) -> PixelCNN:
+    torch.manual_seed(0)
+    config = PixelCNNConfig(in_channels=in_channels, image_size=image_size, **{**TINY, **kw})
+    return PixelCNN(config, n_bits=n_bits)
+
+
+def _perturb(model: PixelCNN, scale: float = 0.2, seed: int = 0) -> PixelCNN:
+    """Move every parameter off its initial value, so that gradients are generic."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g))
+    return model
+
+
+def _images(model: PixelCNN, n: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, model.n_levels, (n, *model.input_shape), generator=g).to(torch.uint8)
+
+
+def _influence(model: PixelCNN, draws: int = 16) -> torch.Tensor:
+    """``dep[c, i, j, c2, i2, j2]``: does the output at subpixel (c, i, j) (its logits, through a
+    random projection) have a non-zero gradient w.r.t. the input at (c2, i2, j2) for one of
+    ``draws`` random images? (One image alone can switch a few paths off at the ReLUs of the
+    head.) One backward pass: batch element (d, b) holds image d and projects only output b."""
+    c, s = model.config.in_channels, model.config.image_size
+    n = c * s * s
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(draws, 1, c, s, s, generator=g) * 2 - 1
+    x = x.expand(draws, n, c, s, s).reshape(draws * n, c, s, s).requires_grad_()
+    logits = model.logits_from_float(x)  # [draws * n, C, K, S, S]
+    w = torch.randn(logits.shape[2], generator=g)
+    select = torch.eye(n).view(n, c, s, s).repeat(draws, 1, 1, 1)  # output b <-> (c, i, j)
+    (grad,) = torch.autograd.grad((logits * w[:, None, None] * select[:, :, None]).sum(), x)
+    return (grad.abs().view(draws, n, -1).sum(0) > 0).view(c, s, s, c, s, s)
+
+
+def _relation(model: PixelCNN, rule) -> torch.Tensor:
+    """``rel[c, i, j, c2, i2, j2] = rule((c, i, j), (c2, i2, j2))`` over all subpixel pairs."""
+    c, s = model.config.in_channels, model.config.image_size
+    idx = list(itertools.product(range(c), range(s), range(s)))
+    rel = torch.tensor([[rule(a, b) for b in idx] for a in idx])
+    return rel.view(c, s, s, c, s, s)
+
+
+CAUSAL_CONFIGS = [
+    dict(in_channels=3, image_size=6),
+    dict(in_channels=1, image_size=6),
+    dict(in_channels=3, image_size=8, first_kernel=5, layers=2),
+]
+
+
+@pytest.mark.parametrize("kw", CAUSAL_CONFIGS)
+def test_causal_and_no_blind_spot(kw: dict) -> None:
+    model = _perturb(_model(**kw))
+    dep = _influence(model)
+    r = model.receptive_rows
+
+    def before(a, b):  # raster order of pixels, then R < G < B within a pixel
+        (c, i, j), (c2, i2, j2) = a, b
+        return (i2, j2, c2) < (i, j, c)
+
+    def seen(a, b):  # the rectangle above (upper right included), the row to the left, colours
+        (c, i, j), (c2, i2, j2) = a, b
+        above = i - r <= i2 < i and abs(j2 - j) <= r - 1
+        left = i2 == i and j - (r - 1) <= j2 < j
+        return above or left or (i2, j2) == (i, j) and c2 < c
+
+    causal, required = _relation(model, before), _relation(model, seen)
+    assert not (dep & ~causal).any(), "an output depends on its own or a later subpixel"
+    assert (dep | ~required).all(), "an earlier subpixel in the receptive field has no influence"
+    # receptive_rows is exact: nothing more than r rows above is seen (sample crops to it)
+    rows_apart = _relation(model, lambda a, b: a[1] - b[1] > r)
+    assert not (dep & rows_apart).any()
+
+
+def test_no_blind_spot_upper_right() -> None:
+    """A stack of masked k x k convolutions never sees the pixels up and to the right of the
+    diagonal it grows along; the vertical stack does."""
+    model = _perturb(_model(in_channels=3, image_size=6))
+    dep = _influence(model)
+    r = model.receptive_rows  # 4 here
+    i, j = r, 0
+    upper_right = dep[0, i, j][:, :i, j + 1 : j + r]  # rows above, columns to the right
+    assert upper_right.shape == (3, r, r - 1) and upper_right.all()
+
+
+def test_sample_crop_is_exact() -> None:
+    """Row i's logits from rows i - receptive_rows .. i equal those of the whole image."""
+    model = _perturb(_model(in_channels=3, image_size=8, first_kernel=5, layers=2))
+    x = model.scale(_images(model, 2))
+    full = model.logits_from_float(x)
+    r = model.receptive_rows
+    for i in range(r + 1, 8):
+        crop = model.logits_from_float(x[:, :, i - r : i + 1])
+        torch.testing.assert_close(crop[..., -1, :], full[..., i, :], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("in_channels", [1, 3])
+def test_distributions_normalised_and_log_px_exact(in_channels: int) -> None:
+    model = _perturb(_model(in_channels=in_channels))
+    x = _images(model, 3)
+    logits = model.logits(x).double()
+    assert logits.shape == (3, in_channels, 256, 6, 6)
+    total = torch.exp(F.log_softmax(logits, dim=2)).sum(2)
+    torch.testing.assert_close(total, torch.ones_like(total))
+    # log P(x) = sum over subpixels of logit[true level] - logsumexp(logits), computed apart
+    picked = logits.gather(2, x.long()[:, :, None]).squeeze(2)  # [B, C, H, W]
+    log_p = picked - torch.logsumexp(logits, dim=2)
+    parts = model.log_prob_parts(x)
+    close = dict(rtol=1e-6, atol=1e-4)  # float32 sums of ~100 terms of a few nats
+    torch.testing.assert_close(parts["log_px"].double(), log_p.sum((1, 2, 3)), **close)
+    for k in range(in_channels):
+        torch.testing.assert_close(parts[f"log_px_c{k}"].double(), log_p[:, k].sum((1, 2)), **close)
+
+
+@pytest.mark.parametrize("in_channels", [1, 3])
+def test_parts_add_up(in_channels: int) -> None:
+    model = _perturb(_model(in_channels=in_channels))
+    assert model.additive_parts == tuple(f"log_px_c{k}" for k in range(in_channels))
+    parts = model.log_prob_parts(_images(model, 4))
+    assert set(parts) == {"log_px", *model.additive_parts}
+    total = sum(parts[name] for name in model.additive_parts)
+    torch.testing.assert_close(total, parts["log_px"])
+
+
+def test_probabilities_of_all_images_sum_to_one() -> None:
+    """The chain rule is a proper distribution: with 2 bits on 2x2 grey images, the 4**4 = 256
+    images' probabilities add up to 1 (a leak through the masks would break it)."""
+    model = _perturb(_model(in_channels=1, image_size=2, n_bits=2), scale=0.5)
+    levels = torch.tensor(list(itertools.product(range(4), repeat=4)), dtype=torch.uint8)
+    log_px = model.log_prob_parts(levels.view(256, 1, 2, 2))["log_px"].double()
+    torch.testing.assert_close(torch.logsumexp(log_px, 0).exp().item(), 1.0, rtol=0, atol=1e-5)
+
+
+def test_discrete_uniform_is_n_bits() -> None:
+    """Zero logits: every subpixel is uniform over 256 levels, log P(x) = -D ln 256, 8 bits/dim."""
+    model = _model()
+    assert model.likelihood == "discrete"
+    with torch.no_grad():
+        model.head[-1].weight.zero_()
+        model.head[-1].bias.zero_()
+    x = _images(model, 3)
+    assert (model.logits(x) == 0).all()
+    log_px = model.log_prob_parts(x)["log_px"]
+    n_dims = x[0].numel()
+    torch.testing.assert_close(log_px, torch.full((3,), -n_dims * math.log(256)))
+    bpd = model.bits_per_dim(log_px, n_dims)
+    torch.testing.assert_close(bpd, torch.full((3,), 8.0), rtol=0, atol=1e-5)
+    torch.testing.assert_close(model.train_loss(x), torch.tensor(8.0), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("in_channels", [1, 3])
+def test_sample(in_channels: int) -> None:
+    model = _perturb(_model(in_channels=in_channels, image_size=4)).eval()
+    a = model.sample(3, torch.Generator().manual_seed(5))
+    b = model.sample(3, torch.Generator().manual_seed(5))
+    c = model.sample(3, torch.Generator().manual_seed(6))
+    assert a.dtype == torch.uint8 and a.shape == (3, in_channels, 4, 4)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.isfinite(model.log_prob_parts(a)["log_px"]).all()
+
+
+@pytest.mark.parametrize("in_channels, image_size", [(1, 2), (3, 1)])
+def test_sample_follows_the_model(in_channels: int, image_size: int) -> None:
+    """Samples hit each image about P(x) of the time (all 4**D images of 2 bits and D = 4 or 3
+    subpixels enumerated). The model is first fitted to constant images, so its subpixels
+    depend strongly on each other and a sampler that read them in the wrong order (pixels, or
+    colours within a pixel) would be far off."""
+    model = _model(in_channels=in_channels, image_size=image_size, n_bits=2, hidden=24)
+    shape = model.input_shape
+    d = math.prod(shape)
+    flat = torch.arange(4, dtype=torch.uint8).repeat_interleave(16)  # 4 constant images x 16
+    data = flat[:, None, None, None].expand(64, *shape).contiguous()
+    optimizer = torch.optim.Adamax(model.parameters(), lr=2e-2)
+    for _ in range(100):
+        loss = model.train_loss(data)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    levels = torch.tensor(list(itertools.product(range(4), repeat=d)), dtype=torch.uint8)
+    p = model.log_prob_parts(levels.view(-1, *shape))["log_px"].exp()  # [4**d]
+    constant = [sum(v * 4**k for k in range(d)) for v in range(4)]  # 00.., 11.., 22.., 33..
+    assert p[constant].sum() > 0.8, "the fit did not learn the dependence"
+    x = model.sample(20_000, torch.Generator().manual_seed(0)).view(-1, d).long()
+    index = (x * 4 ** torch.arange(d - 1, -1, -1)).sum(1)  # same order as `levels`
+    freq = torch.bincount(index, minlength=4**d) / len(index)
+    assert 0.5 * (freq - p).abs().sum() < 0.03  # total variation
+
+
+def test_clear_errors() -> None:
+    model = _model(in_channels=3, image_size=6)
+    x = _images(model, 2)
+    with pytest.raises(ValueError, match="uint8"):
+        model.log_prob_parts(x.float())
+    with pytest.raises(ValueError, match="expects"):
+        model.log_prob_parts(x[:, :2])
+    with pytest.raises(ValueError, match="expects"):
+        model.log_prob_parts(x[:, :, :5, :5])
+    with pytest.raises(ValueError, match="expects"):
+        model.log_prob_parts(x[0])
+    small = _model(in_channels=3, image_size=6, n_bits=5)
+    with pytest.raises(ValueError, match="levels"):
+        small.log_prob_parts(torch.full((1, 3, 6, 6), 32, dtype=torch.uint8))
+    small.n_bits = 8
+    with pytest.raises(ValueError, match="n_bits"):
+        small.log_prob_parts(torch.zeros(1, 3, 6, 6, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="multiple"):
+        PixelCNNConfig(in_channels=3, hidden=16)
+    with pytest.raises(ValueError, match="odd"):
+        PixelCNNConfig(kernel=4)
+    with pytest.raises(ValueError, match="n_bits"):
+        PixelCNN(PixelCNNConfig(**TINY), n_bits=9)
+
+
+def test_sizes_and_config() -> None:
+    assert set(SIZES) == {(p, k) for p in ("smoke", "cpu", "paper") for k in ("grey", "rgb")}
+    for size in SIZES.values():
+        for channels, image_size in ((1, 28), (3, 32)):
+            PixelCNNConfig(in_channels=channels, image_size=image_size, **size)
+    config = PixelCNNConfig(in_channels=1, image_size=28, **SIZES[("cpu", "grey")])
+    assert PixelCNNConfig(**config.to_dict()) == config
+
+
+def test_deterministic_and_training_lowers_loss() -> None:
+    torch.set_num_threads(1)
+    model = _model(in_channels=3, image_size=6)
+    x = _images(model, 8)
+    torch.testing.assert_close(model.log_prob_parts(x), model.log_prob_parts(x), rtol=0, atol=0)
+    optimizer = torch.optim.Adamax(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(10):
+        loss = model.train_loss(x)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.01, losses

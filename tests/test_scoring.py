@@ -1,0 +1,71 @@
+"""The content-keyed score cache and non-finite scores."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ood_lib import data, registry, results, scoring, transforms
+from tests.conftest import tiny_arrays
+
+
+@pytest.fixture
+def trained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data_root: Path) -> registry.TrainedModel:
+    monkeypatch.setenv("OOD_BUILD_DIR", str(tmp_path / "build"))
+    return registry.get("glow", "cifar10", "smoke", data_root=data_root, progress=False)
+
+
+def _mnist_as_rgb(root: Path) -> scoring.EvalSet:
+    return scoring._from_split(data.load("mnist", "test", root), "ood", 3, None)
+
+
+def test_cache_hits_only_on_the_same_checkpoint_images_and_version(
+    trained: registry.TrainedModel, tmp_root: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first = _mnist_as_rgb(tmp_root("mnist_test"))
+    a = scoring.score(trained, first, "smoke", progress=False)
+    assert np.array_equal(scoring.score(trained, first, "smoke", progress=False)["bpd"], a["bpd"])
+
+    # A changed data root: same set name, other images -> recomputed, not returned.
+    other = tiny_arrays()
+    other["x"] = 255 - other["x"]
+    second = _mnist_as_rgb(tmp_root("mnist_test", **other))
+    assert second.name == first.name and not np.array_equal(second.images, first.images)
+    b = scoring.score(trained, second, "smoke", progress=False)
+    assert not np.allclose(a["bpd"], b["bpd"])
+
+    # A changed conversion (grey -> RGB) of the same files -> recomputed.
+    monkeypatch.setattr(transforms, "grey28_to_rgb32", lambda x: 255 - _grey_to_rgb(x))
+    third = _mnist_as_rgb(tmp_root("mnist_test", **other))
+    c = scoring.score(trained, third, "smoke", progress=False)
+    assert not np.allclose(b["bpd"], c["bpd"])
+
+    # A changed checkpoint or scorer version -> recomputed (the stored key says which).
+    name = f"scores-{trained.key}-{third.name}"
+    stored = results.load_arrays("smoke", name)
+    assert str(stored["cache_images_sha256"]) == scoring.images_sha256(third.images)
+    assert str(stored["cache_checkpoint_sha256"]) == trained.record["sha256"]
+    results.save_arrays("smoke", name, **{**stored, "bpd": stored["bpd"] + 1.0})
+    assert np.array_equal(scoring.score(trained, third, "smoke", progress=False)["bpd"],
+                          stored["bpd"] + 1.0)  # a hit returns what is stored ...
+    version = scoring.SCORER_VERSION
+    monkeypatch.setattr(scoring, "SCORER_VERSION", "test-bump")
+    assert np.array_equal(scoring.score(trained, third, "smoke", progress=False)["bpd"], c["bpd"])
+    monkeypatch.setattr(scoring, "SCORER_VERSION", version)
+    monkeypatch.setitem(trained.record, "sha256", "0" * 64)
+    results.save_arrays("smoke", name, **{**stored, "bpd": stored["bpd"] + 1.0})
+    assert np.array_equal(scoring.score(trained, third, "smoke", progress=False)["bpd"], c["bpd"])
+
+
+_grey_to_rgb = transforms.grey28_to_rgb32
+
+
+def test_finite_mean_counts_infinite_scores() -> None:
+    assert scoring.finite_mean(np.array([1.0, 3.0, np.inf])) == (2.0, 1)
+    assert scoring.finite_mean(np.array([1.0, 3.0])) == (2.0, 0)
+    with pytest.raises(ValueError, match="NaN"):
+        scoring.finite_mean(np.array([1.0, np.nan]))
