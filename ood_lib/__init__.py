@@ -3,16 +3,24 @@
 
 Modules, one concept each:
 
+- ``allocator``  glibc settings that stop batched evaluation from page-faulting (set at import)
 - ``paths``      where the project keeps data, checkpoints, builds and results
 - ``data``       the datasets (offline ``.npz`` copies or torchvision downloads), checksums, coverage
 - ``transforms`` dequantization, bit-depth reduction and the grey <-> RGB conversions
-- ``glow``       the Glow flow of Kingma & Dhariwal (2018) with exact ``log_pz`` and ``log_det``
+- ``models``     the model families behind one interface: Glow (and constant-volume Glow),
+                 PixelCNN, VAE
+- ``analysis``   analyses of trained models: decomposition, training curves, families
 - ``likelihood`` bits/dim and per-image evaluation of any density model
 - ``train``      the one training loop every model in the book uses
 - ``registry``   "model M on dataset D under profile P": load the checkpoint or train it
 - ``results``    the JSON/NPZ results each chapter saves for the later chapters
+- ``scoring``    the image sets a model is scored on, and the content-keyed score cache
+- ``metrics``    AUROC, AUPR, FPR@95%TPR
 - ``plots``      figures shared by the chapters
+- ``display``    how chapters show tables and numbers
 - ``book``       the papermill + jupyter-book runner
 """
+
+from ood_lib import allocator  # noqa: F401  (glibc: keep freed buffers; see its docstring)
 
 __version__ = "0.1.0"

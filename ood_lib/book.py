@@ -18,6 +18,12 @@ Notebooks run in a kernel of the interpreter running this module, with the chapt
 folder (``chapters/``) as working directory and ``PYTHONPATH`` = the project root; the runner
 sets ``MPLBACKEND=Agg``, the kernels use matplotlib's inline backend so that figures are saved
 in the notebooks. jupyter-book itself never executes anything (``execute_notebooks: off``).
+
+While a chapter runs, the console shows which code cell it is in and everything the kernel
+writes to stderr (tqdm progress bars of training and evaluation, warnings): stderr is left out
+of the book (``nb_output_stderr: remove``) but never lost. The kernel talks to the runner over
+IPC sockets, not TCP. The module is also a small Sphinx extension (listed in ``_config.yml``)
+that fixes a duplicated inline script in the built pages (see :func:`setup`).
 """
 
 from __future__ import annotations
@@ -25,10 +31,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,6 +54,8 @@ KERNEL = "python3"
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 PAGE_SUFFIXES = (".md", ".ipynb")
 SOURCE_LINES_SHOWN = 6
+CELL_PREVIEW_CHARS = 70
+PROFILE_MARKER = ".profile"  # in the built HTML folder: the profile of the last build
 
 
 class BookError(RuntimeError):
@@ -133,7 +144,11 @@ def prepare_environment(root: Path = PROJECT_ROOT) -> None:
     """
     from ipykernel.kernelspec import get_kernel_dict  # argv[0] is sys.executable
 
-    spec = get_kernel_dict() | {"env": {"MPLBACKEND": INLINE_BACKEND}}
+    # ipywidgets is not installed, so tqdm.auto in a kernel falls back to its text bar (which
+    # the runner streams to the console) after warning "IProgress not found" once per chapter.
+    warnings = [os.environ.get("PYTHONWARNINGS", ""), "ignore:IProgress not found"]
+    env = {"MPLBACKEND": INLINE_BACKEND, "PYTHONWARNINGS": ",".join(filter(None, warnings))}
+    spec = get_kernel_dict() | {"env": env}
     spec_dir = build_dir() / "jupyter" / "kernels" / KERNEL
     spec_dir.mkdir(parents=True, exist_ok=True)
     (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=1))
@@ -147,14 +162,145 @@ def prepare_environment(root: Path = PROJECT_ROOT) -> None:
     os.environ["MPLBACKEND"] = "Agg"
 
 
+class ConsoleStream:
+    """Where a running chapter's progress goes: the kernel's stderr and one line per code cell.
+
+    On a terminal the text is passed through as it comes, so tqdm bars redraw in place (their
+    ``\\r`` updates). Anywhere else (CI logs, a pipe) each bar is reduced to its last state:
+    text is printed line by line, a ``\\r`` discards the line so far, and a bar that erases
+    itself (``leave=False``) prints the state it had before it was erased.
+    """
+
+    def __init__(self, target: Any = None, tty: bool | None = None) -> None:
+        self.target = target if target is not None else sys.stderr
+        self.tty = self.target.isatty() if tty is None else tty
+        self.line = ""  # non-terminal: the current line since its last \r
+        self.shown = ""  # non-terminal: the last non-blank state of the current line
+        self.at_line_start = True  # terminal: the cursor is in column 0
+
+    def write(self, text: str) -> int:
+        if self.tty:
+            self.target.write(text)
+            if text:
+                self.at_line_start = text[-1] in "\r\n"
+        else:
+            for piece in re.split(r"(\r|\n)", text):
+                if piece == "\n":
+                    self._emit(self.line if self.line.strip() else self.shown)
+                elif piece == "\r":
+                    if self.line.strip():
+                        self.shown = self.line
+                    elif self.shown:  # a bar erased itself: keep its last state
+                        self._emit(self.shown)
+                    self.line = ""
+                else:
+                    self.line += piece
+        self.target.flush()
+        return len(text)
+
+    def _emit(self, line: str) -> None:
+        if line.strip():
+            self.target.write(line.rstrip() + "\n")
+        self.line = self.shown = ""
+
+    def end_line(self) -> None:
+        """Finish a partly written line, so that the next message starts on its own line."""
+        if self.tty:
+            if not self.at_line_start:
+                self.target.write("\n")
+                self.at_line_start = True
+        elif self.line.strip() or self.shown:
+            self._emit(self.line if self.line.strip() else self.shown)
+        self.target.flush()
+
+    def message(self, text: str) -> None:
+        """A line of the runner's own, on a line of its own."""
+        self.end_line()
+        self.target.write(text + "\n")
+        self.target.flush()
+        self.at_line_start = True
+
+    def flush(self) -> None:
+        self.target.flush()
+
+
+def cell_preview(source: str) -> str:
+    """The first line of a cell's code that is not blank or a comment, shortened."""
+    lines = [line.strip() for line in source.splitlines()]
+    first = next((line for line in lines if line and not line.startswith("#")), "")
+    cut = len(first) > CELL_PREVIEW_CHARS
+    return first[: CELL_PREVIEW_CHARS - 3] + "..." if cut else first
+
+
+def _papermill_engine() -> str:
+    """Register (once) and name a papermill engine that reports each code cell as it starts.
+
+    It is papermill's own nbclient engine; ``on_cell(number, total, cell)`` (an extra keyword
+    of ``papermill.execute_notebook``) is called before each code cell runs, ``number``
+    counting code cells from 1.
+    """
+    from papermill.engines import NBClientEngine, papermill_engines
+
+    class ReportingEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man: Any, kernel_name: str, **kwargs: Any) -> Any:
+            on_cell = kwargs.pop("on_cell", None)
+            if on_cell is not None:
+                code = [i for i, c in enumerate(nb_man.nb.cells) if c.cell_type == "code"]
+                number = {index: n for n, index in enumerate(code, start=1)}
+                start = nb_man.cell_start
+
+                def cell_start(cell: Any, cell_index: int | None = None, **kw: Any) -> Any:
+                    if cell_index in number:
+                        on_cell(number[cell_index], len(code), cell)
+                    return start(cell, cell_index, **kw)
+
+                nb_man.cell_start = cell_start
+            return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+
+    name = "ood_lib"
+    papermill_engines.register(name, ReportingEngine)
+    return name
+
+
+def _ipc_kernel_manager() -> type:
+    """A kernel manager whose kernel listens on IPC sockets in the temp folder, not on TCP.
+
+    Over TCP, ipykernel warns once per kernel that the connection is unencrypted; over IPC
+    (unix sockets, readable only on this machine) there is nothing to warn about. The socket
+    paths are absolute so that they never land in the chapter's working directory; the kernel
+    manager removes them at shutdown.
+    """
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    class IPCKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _default_transport(self) -> str:
+            return "ipc"
+
+        def _ip_default(self) -> str:  # called by jupyter_client for the ip trait's default
+            if self.transport != "ipc":
+                return super()._ip_default()
+            return os.path.join(tempfile.gettempdir(), f"ood-kernel-{uuid.uuid4().hex[:12]}")
+
+    return IPCKernelManager
+
+
 def execute_notebook(
-    source: Path, output: Path, parameters: dict[str, Any], cwd: Path | None = None
+    source: Path,
+    output: Path,
+    parameters: dict[str, Any],
+    cwd: Path | None = None,
+    console: ConsoleStream | None = None,
 ) -> float:
     """Execute the notebook ``source`` into ``output`` with papermill; return the wall time.
 
     ``source`` may be a jupytext text notebook or an ``.ipynb``. The working directory is
     ``cwd`` (default: the folder of ``source``). While it runs the notebook is written to
-    ``<name>.running.ipynb``; it becomes ``output`` only on success. On failure the partial
+    ``<name>.running.ipynb``; it becomes ``output`` only on success. Progress (the code cell
+    being run, the kernel's stderr) goes to ``console`` (default: a :class:`ConsoleStream` on
+    ``sys.stderr``). On failure the partial
     notebook is kept as ``<name>.failed.ipynb``, any older ``output`` is removed (a failed
     chapter must never be published with stale outputs) and :class:`ChapterFailed` is raised.
     """
@@ -167,19 +313,29 @@ def execute_notebook(
     output.parent.mkdir(parents=True, exist_ok=True)
     running = output.with_name(f"{name}.running.ipynb")
     failed = output.with_name(f"{name}.failed.ipynb")
+    console = console or ConsoleStream()
+
+    def on_cell(number: int, total: int, cell: Any) -> None:
+        console.message(f"[book] {name}: cell {number}/{total}: {cell_preview(cell.source)}")
+
     start = time.perf_counter()
     try:
         papermill.execute_notebook(
             jupytext.read(source),
             str(running),
             parameters=parameters,
+            engine_name=_papermill_engine(),
             kernel_name=KERNEL,
+            kernel_manager_class=_ipc_kernel_manager(),
             language="python",
-            progress_bar=True,
-            log_output=False,
+            progress_bar=False,  # replaced by on_cell's line per code cell
+            log_output=False,  # stdout belongs to the book; stderr is streamed below
+            stderr_file=console,
+            on_cell=on_cell,
             cwd=str(cwd or source.parent),
         )
     except Exception as exc:
+        console.end_line()
         output.unlink(missing_ok=True)
         if running.exists():
             running.replace(failed)
@@ -196,6 +352,7 @@ def execute_notebook(
         else:
             message = f"chapter {name!r} could not be executed: {type(exc).__name__}: {exc}"
         raise ChapterFailed(message) from exc
+    console.end_line()
     fold_parameter_cells(running)
     running.replace(output)
     return time.perf_counter() - start
@@ -301,12 +458,49 @@ def build_html(staged: Path, profile: str) -> Path:
         "-n",
         "--keep-going",
     ]
-    if subprocess.run(command, check=False).returncode != 0:
+    env = os.environ.copy()  # _config.yml loads ood_lib.book as a Sphinx extension
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(PROJECT_ROOT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    )
+    if subprocess.run(command, check=False, env=env).returncode != 0:
         raise BookError(f"jupyter-book build of {staged} failed (see the warnings above)")
     html = build_dir() / "html"
     shutil.rmtree(html, ignore_errors=True)
     shutil.copytree(output / "_build" / "html", html)
+    (html / PROFILE_MARKER).write_text(profile + "\n")  # read by tests/test_browser.py
     return html
+
+
+def _dedupe_scripts(app: Any, pagename: str, templatename: str, context: dict, doctree: Any
+                    ) -> None:
+    """Drop repeated inline ``<script>`` bodies from a page's script list.
+
+    sphinx-thebe adds its settings (``const THEBE_JS_URL = ...``) as an inline script after the
+    HTML builder started; Sphinx 7.4 then lists it twice (once with filename ``None``, once
+    with ``''``), and the second copy fails in the browser with "Identifier 'THEBE_JS_URL' has
+    already been declared" on every page. Two inline scripts with the same body and
+    attributes are the same script, so the later ones go.
+    """
+    scripts = context.get("script_files")
+    if not isinstance(scripts, list):
+        return
+    seen: set[tuple] = set()
+    kept = []
+    for script in scripts:
+        attributes = getattr(script, "attributes", None)
+        if not getattr(script, "filename", None) and isinstance(attributes, dict):
+            key = tuple(sorted((k, str(v)) for k, v in attributes.items()))
+            if key in seen:
+                continue
+            seen.add(key)
+        kept.append(script)
+    scripts[:] = kept
+
+
+def setup(app: Any) -> dict[str, Any]:
+    """Sphinx extension entry point (``sphinx: extra_extensions`` in ``_config.yml``)."""
+    app.connect("html-page-context", _dedupe_scripts)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
 
 
 def select(pages: Sequence[Page], names: Iterable[str]) -> list[Page]:
@@ -377,6 +571,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ[TRAIN_MISSING_ENV] = "1"
     parameters = {"profile": args.profile, "seed": args.seed, "data_root": data_root}
     times: dict[str, float] = {}
+    if not args.html_only:
+        from ood_lib.data import DataError, checked_data_root
+
+        try:  # a missing --data-root or $OOD_DATA_ROOT: say so now, not in every chapter
+            checked_data_root(data_root)
+        except DataError as exc:
+            parser.error(str(exc))
     try:
         pages = read_pages()
         chosen = [] if args.html_only else select(pages, args.chapter)

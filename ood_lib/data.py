@@ -23,7 +23,9 @@ converted by :func:`from_torchvision_arrays` / :func:`from_notmnist_folder` into
 
 The data root is chosen by :func:`resolve_data_root`: an explicit argument, else
 ``$OOD_DATA_ROOT``, else ``<project>/../shared/data`` when it holds a ``manifest.json`` (not in
-online mode), else the download cache ``$OOD_CACHE`` (default ``<project>/data_cache``).
+online mode), else the download cache ``$OOD_CACHE`` (default ``<project>/data_cache``). An
+explicit root (the argument or ``$OOD_DATA_ROOT``) that does not exist is an error naming it
+(:func:`checked_data_root`), never a download into it: only the download cache is created.
 
 notMNIST's fixed split
 ----------------------
@@ -222,6 +224,31 @@ def resolve_data_root(data_root: str | Path | None = None) -> Path:
     return cache_root()
 
 
+def checked_data_root(data_root: str | Path | None = None) -> Path:
+    """:func:`resolve_data_root`, refusing an explicit root that does not exist.
+
+    A root named by the ``data_root`` argument (``--data-root`` of the book runner) or by
+    ``$OOD_DATA_ROOT`` must be an existing folder: a typo there must be an error naming the
+    path, never a silent switch to online mode that downloads the datasets into it. Only the
+    download cache (``$OOD_CACHE``, default ``<project>/data_cache``) is created on demand.
+    """
+    root = resolve_data_root(data_root)
+    if data_root is not None:
+        origin = "the data_root parameter (--data-root)"
+    elif os.environ.get("OOD_DATA_ROOT"):
+        origin = "OOD_DATA_ROOT"
+    else:
+        return root
+    if not root.is_dir() and root.resolve() != cache_root().resolve():
+        what = "is not a folder" if root.exists() else "does not exist"
+        raise MissingDataError(
+            f"the data root {root} given by {origin} {what}. Point it at a folder holding "
+            "the offline copies and their manifest.json, or leave it unset to use "
+            "../shared/data or the download cache (OOD_DATA=online downloads there)."
+        )
+    return root
+
+
 def data_mode(root: Path) -> str:
     """``"offline"`` or ``"online"`` for a resolved root.
 
@@ -239,7 +266,7 @@ def data_mode(root: Path) -> str:
 
 def read_manifest(data_root: str | Path | None = None) -> dict[str, dict[str, Any]]:
     """The root's ``manifest.json``: one entry per file stem (sha256, n, shape, source, ...)."""
-    root = resolve_data_root(data_root)
+    root = checked_data_root(data_root)
     path = root / "manifest.json"
     if not path.is_file():
         raise MissingDataError(
@@ -365,7 +392,7 @@ def _missing_file(name: str, split: str, path: Path, root: Path, listed: bool) -
 def load(name: str, split: str, data_root: str | Path | None = None) -> Split:
     """Load one split, checked against the manifest (downloading it first in online mode)."""
     stem = file_stem(name, split)
-    root = resolve_data_root(data_root)
+    root = checked_data_root(data_root)
     mode = data_mode(root)
     path = root / f"{stem}.npz"
     if mode == "online" and not path.is_file():
@@ -397,7 +424,7 @@ def available(data_root: str | Path | None = None) -> list[tuple[str, str]]:
     Online: every pair (downloads on demand). Offline: pairs whose file is present and listed
     in the manifest (checksums are verified on load, not here).
     """
-    root = resolve_data_root(data_root)
+    root = checked_data_root(data_root)
     pairs = [(d, s) for d in DATASETS for s in SPLITS]
     if data_mode(root) == "online":
         return pairs

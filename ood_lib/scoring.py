@@ -23,6 +23,7 @@ absurd input) are kept as they are: :func:`finite_mean` and the metrics say how 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,11 +69,20 @@ def _from_split(split: data.Split, role: str, channels: int, cap: int | None) ->
                    transforms.to_nchw(_convert(used, channels)), coverage)
 
 
-def paper_sets(train_dataset: str, profile: str, data_root: str | Path | None = None) -> list[EvalSet]:
+def images_scored(model: str, profile: str) -> int | None:
+    """Images scored per set: the profile's :data:`MAX_IMAGES`, or fewer under ``cpu`` for a
+    family whose scoring is slow (PixelCNN, the VAE's importance sampling)."""
+    family_cap = registry.MODELS[model].cpu_score_images if profile == "cpu" else None
+    return family_cap or MAX_IMAGES[profile]
+
+
+def paper_sets(train_dataset: str, profile: str, data_root: str | Path | None = None,
+               cap: int | None = None) -> list[EvalSet]:
     """The paper's three sets for a model trained on ``train_dataset``: its train and test
-    splits and the OOD partner's test split (roles ``train``, ``test``, ``ood``)."""
+    splits and the OOD partner's test split (roles ``train``, ``test``, ``ood``); the first
+    ``cap`` images of each (default: the profile's :data:`MAX_IMAGES`)."""
     channels, _ = profiles.IMAGE_GEOMETRY[train_dataset]
-    cap = MAX_IMAGES[profile]
+    cap = cap or MAX_IMAGES[profile]
     return [
         _from_split(data.load(train_dataset, "train", data_root), "train", channels, cap),
         _from_split(data.load(train_dataset, "test", data_root), "test", channels, cap),
@@ -116,7 +126,6 @@ def control_sets(train_dataset: str, profile: str) -> dict[str, EvalSet]:
 
 # Bump whenever the stored parts or their meaning change: every cached entry is then recomputed.
 SCORER_VERSION = "2"
-_CACHE_FIELDS = ("checkpoint_sha256", "images_sha256", "scorer_version")
 
 
 def images_sha256(images: Tensor) -> str:
@@ -126,21 +135,35 @@ def images_sha256(images: Tensor) -> str:
     return h.hexdigest()
 
 
+def cached(profile: str, name: str, key: dict[str, str],
+           compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Per-image arrays saved as result ``name``, returned only if the ``key`` stored with them
+    (e.g. checkpoint and image hashes, :data:`SCORER_VERSION`) matches; else computed and saved.
+    The one content-keyed cache of the book: :func:`score` and other per-image analyses use it."""
+    try:
+        stored = results.load_arrays(profile, name)
+        if all(str(stored.get(f"cache_{k}", "")) == v for k, v in key.items()):
+            return {k: v for k, v in stored.items() if not k.startswith("cache_")}
+    except results.MissingResultError:
+        pass
+    arrays = compute()
+    results.save_arrays(profile, name, **arrays, **{f"cache_{k}": np.array(v) for k, v in key.items()})
+    return arrays
+
+
+def cache_key(trained: TrainedModel, images: Tensor, **more: str) -> dict[str, str]:
+    """The content key of per-image results of ``trained`` on ``images``."""
+    return {"checkpoint_sha256": trained.record["sha256"], "images_sha256": images_sha256(images),
+            "scorer_version": SCORER_VERSION, **more}
+
+
 def score(trained: TrainedModel, eval_set: EvalSet, profile: str, progress: bool = True) -> dict[str, np.ndarray]:
     """Per-image ``log_px`` and every other part of the model (nats) and ``bpd`` of a set,
     from the content-keyed cache (see the module docstring) or computed and cached."""
-    name = f"scores-{trained.key}-{eval_set.name}"
-    key = dict(zip(_CACHE_FIELDS, (trained.record["sha256"], images_sha256(eval_set.images),
-                                   SCORER_VERSION), strict=True))
-    try:
-        cached = results.load_arrays(profile, name)
-        if all(str(cached.get(f"cache_{k}", "")) == v for k, v in key.items()):
-            return {k: v for k, v in cached.items() if not k.startswith("cache_")}
-    except results.MissingResultError:
-        pass
-    scores = evaluate(trained.model, eval_set.images, progress=eval_set.label if progress else False)
-    results.save_arrays(profile, name, **scores, **{f"cache_{k}": np.array(v) for k, v in key.items()})
-    return scores
+    return cached(profile, f"scores-{trained.key}-{eval_set.name}",
+                  cache_key(trained, eval_set.images),
+                  lambda: evaluate(trained.model, eval_set.images,
+                                   progress=eval_set.label if progress else False))
 
 
 @dataclass
@@ -167,7 +190,8 @@ def score_pair(model: str, dataset: str, profile: str, seed: int = 0,
     """Load ``model`` trained on ``dataset`` (never training a cpu/paper model by surprise, see
     :func:`ood_lib.registry.get`) and score the paper's three sets with it (cached)."""
     trained = registry.get(model, dataset, profile, seed=seed, data_root=data_root)
-    sets = {s.role: s for s in paper_sets(dataset, profile, data_root)}
+    sets = {s.role: s for s in paper_sets(dataset, profile, data_root,
+                                          images_scored(model, profile))}
     return ScoredPair(trained, sets, {role: score(trained, s, profile, progress)
                                       for role, s in sets.items()})
 

@@ -226,3 +226,16 @@ def test_profiles_build_and_sample(profile: str, shape: tuple[int, int]) -> None
         mean, _ = model.decode(z)
         assert torch.equal(median, mean.round().clamp(0, 255).to(torch.uint8))
         assert model.train_loss(x).isfinite()
+
+
+def test_iw_curve_is_the_bound_on_nested_samples() -> None:
+    """L_k of iw_curve equals iw_bound with the first k of the largest k's noise."""
+    model = _vae(double=False, image_size=28)
+    x = _images(3, (1, 28, 28))
+    with torch.no_grad():
+        curve = model.iw_curve(x, [1, 4, 16])
+        eps = model.eps_for(x, 16)
+        for j, k in enumerate((1, 4, 16)):
+            expected = model.iw_bound(x, k, eps=eps[:, :k].contiguous())["log_px"]
+            torch.testing.assert_close(curve[:, j], expected)
+        torch.testing.assert_close(curve[:, 2], model.iw_bound(x, 16)["log_px"])

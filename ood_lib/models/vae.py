@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -237,6 +238,16 @@ class VAE(DensityModel):
         if tuple(eps.shape) != (len(x), k, self.config.latent):
             expected = [len(x), k, self.config.latent]
             raise ValueError(f"eps must be {expected}, got {list(eps.shape)}")
+        log_w, log_pxz, log_ratio = self.log_weights(x, eps)
+        log_px = torch.logsumexp(log_w, dim=1) - math.log(k)  # L_k = log (1/k) sum_i w_i
+        recon, neg_kl = log_pxz.mean(1), log_ratio.mean(1)
+        return {"log_px": log_px, "recon": recon, "neg_kl": neg_kl,
+                "iw_gain": log_px - (recon + neg_kl)}
+
+    def log_weights(self, x: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``log w_i``, ``log p(x|z_i)`` and ``log p(z_i) - log q(z_i|x)`` (float64, ``[B, k]``)
+        of uint8 levels ``x`` with standard-normal noise ``eps`` ``[B, k, d]``."""
+        k = eps.shape[1]
         w = next(self.parameters())
         eps = eps.to(w.device, w.dtype)
         mu, log_sigma = self.encode(x)  # [B, d]
@@ -250,11 +261,16 @@ class VAE(DensityModel):
             for xc, zc in zip(x.split(per_chunk), z.split(per_chunk), strict=True)
         ]) if len(x) else w.new_zeros(0, k)
         log_pxz, log_ratio = log_pxz.double(), log_ratio.double()
-        log_w = log_pxz + log_ratio  # log w_i = log p(x|z_i) + log p(z_i) - log q(z_i|x)
-        log_px = torch.logsumexp(log_w, dim=1) - math.log(k)  # L_k = log (1/k) sum_i w_i
-        recon, neg_kl = log_pxz.mean(1), log_ratio.mean(1)
-        return {"log_px": log_px, "recon": recon, "neg_kl": neg_kl,
-                "iw_gain": log_px - (recon + neg_kl)}
+        # log w_i = log p(x|z_i) + log p(z_i) - log q(z_i|x)
+        return log_pxz + log_ratio, log_pxz, log_ratio
+
+    def iw_curve(self, x: Tensor, ks: Sequence[int]) -> Tensor:
+        """L_k for each k in ``ks`` (float64 ``[B, len(ks)]``) on *nested* samples: the first k
+        of the per-image seeded noise of the largest k, so one set of max(ks) decoder passes
+        per image gives the whole curve of the estimate against k."""
+        self._check(x)
+        log_w, _, _ = self.log_weights(x, self.eps_for(x, max(ks)))
+        return torch.stack([torch.logsumexp(log_w[:, :k], 1) - math.log(k) for k in ks], 1)
 
     def log_prob_parts(self, x: Tensor) -> dict[str, Tensor]:
         """L_k with k = ``config.k_eval`` and its parts (see :meth:`iw_bound`)."""
