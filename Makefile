@@ -2,7 +2,8 @@
 # machine needs: a virtualenv in .venv with requirements.txt, reinstalled when that file changes.
 #
 #   make book [PROFILE=smoke|cpu|paper] [DATA_ROOT=path]   execute every chapter, build the HTML
-#   make test                                              lint, unit tests, smoke build of the book
+#   make test          lint, unit tests, smoke build of the book, browser test of the built pages
+#   make browser       the browser test alone, on the last build (_build/html)
 #   make smoke | make lint | make clean
 #   make retrain [PROFILE=cpu]                             retrain every model of a profile
 #   make bench [PROFILE=cpu]                               Glow throughput, memory, % of fp32 peak
@@ -17,7 +18,7 @@ STAMP := $(VENV)/.requirements.stamp
 DATA_ARG := $(if $(DATA_ROOT),--data-root "$(DATA_ROOT)")
 BOOK := $(BIN)/python -m ood_lib.book
 
-.PHONY: book smoke test lint clean venv retrain bench
+.PHONY: book smoke test lint browser clean venv retrain bench
 
 venv: $(STAMP)
 
@@ -40,12 +41,21 @@ retrain: $(STAMP)
 bench: $(STAMP)
 	PYTHONPATH=. $(BIN)/python benchmarks/bench_glow.py --profile $(PROFILE)
 
+# The library and tests, then the chapters' code cells (converted to notebooks in _build/lint).
 lint: $(STAMP)
 	$(BIN)/python -m ruff check .
+	$(BIN)/python .ci/lint_chapters.py
+
+# Opens every page of _build/html in headless Chromium (tests/test_browser.py): formulas
+# typeset, images loaded, no error outputs, no broken links, no console errors; screenshots go
+# to _build/screenshots/<profile>/. It needs a built book, so it runs after the book.
+browser: $(STAMP)
+	$(BIN)/python -m pytest tests/test_browser.py
 
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --ignore=tests/test_browser.py
 	$(BOOK) --profile smoke $(DATA_ARG)
+	$(BIN)/python -m pytest tests/test_browser.py
 
 # Build outputs and caches only; the virtualenv and downloaded data (data_cache/) stay.
 clean:

@@ -18,3 +18,9 @@ GLOW_BPD: dict[tuple[str, str], float] = {
 
 CITATION = ("Nalisnick, Matsukawa, Teh, Gorur, Lakshminarayanan. Do Deep Generative Models Know "
             "What They Don't Know? ICLR 2019 (arXiv:1810.09136).")
+
+# Section 5's worked example (recalled): per-channel sums over pixels of
+# sigma^2_CIFAR10 - sigma^2_SVHN, pixels scaled to [0, 1], channels R, G, B.
+CHANNEL_VARIANCE_SUMS: dict[tuple[str, str], tuple[float, float, float]] = {
+    ("cifar10", "svhn"): (12.3, 6.5, 14.5),
+}

@@ -27,8 +27,8 @@ what the paper's closed form below uses.
 
 **Units.** All statistics are in the model's input units, $u = (x_n + \tfrac12)/2^n - \tfrac12$
 for the $n$-bit level $x_n$ of a pixel (bin centres, what evaluation scores; see
-:func:`ood_lib.transforms.dequantize`), not on the $[0, 1]$ scale: a variance on $[0, 1]$ is
-$(2^n / 255)^2 \approx 1.0078$ times larger than the same variance in input units. Everything is
+:func:`ood_lib.transforms.dequantize`), not on the $[0, 1]$ scale: for $n = 8$ a variance on $[0, 1]$
+(level / 255) is $(256/255)^2 \approx 1.0078$ times the same variance in input units. Everything is
 computed in float64 on a float64 copy of the model.
 
 **Exact trace.** :func:`derivatives` builds the whole Hessian, one Hessian-vector product (HVP)
@@ -75,12 +75,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+import pandas as pd
 import torch
 from torch import Tensor
 from torch.func import grad, jvp, vmap
 from tqdm.auto import tqdm
 
+from ood_lib import scoring
+from ood_lib.likelihood import evaluate
 from ood_lib.models.glow import squeeze
+from ood_lib.scoring import ScoredPair
 
 F64 = torch.float64
 
@@ -146,7 +151,7 @@ def moments(images: Tensor, n_bits: int = 8, chunk: int = 5000) -> Moments:
         # Sigma += sum_i (u_i - mu)(u_i - mu)^T
         cov.addmm_(centred.T, centred)  # [D, D]
     cov /= n
-    return Moments(mean=mean, cov=cov, n=n, shape=tuple(images.shape[1:]))
+    return Moments(mean=mean, cov=cov, n=n, shape=tuple(int(s) for s in images.shape[1:]))
 
 
 # --------------------------------------------------------------------------- derivatives
@@ -216,9 +221,10 @@ def derivatives(
         log_p_x0 = float(f1(x0))
     g = grad_f(x0).to(x0.device)  # [D]
     hessian = torch.empty(d, d, dtype=F64, device=x0.device)
-    eye = torch.eye(d, dtype=F64, device=x0.device)
     for j in tqdm(range(0, d, chunk), desc="Hessian columns", disable=not progress):
-        basis = eye[j : j + chunk]  # [B, D]: rows e_j
+        cols = torch.arange(j, min(j + chunk, d), device=x0.device)
+        basis = torch.zeros(len(cols), d, dtype=F64, device=x0.device)  # [B, D]: rows e_j
+        basis[torch.arange(len(cols)), cols] = 1.0
         # H[:, j] = H e_j (rows of H e_j are columns of H)
         hessian[:, j : j + chunk] = hvps(basis).to(x0.device).T  # [D, B]
     # H <- (H + H^T) / 2 (exact in exact arithmetic; removes round-off asymmetry)
@@ -368,3 +374,105 @@ def grey(images: Tensor) -> Tensor:
     # Y = floor((299 R + 587 G + 114 B + 500) / 1000)
     y = (299 * rgb[:, 0] + 587 * rgb[:, 1] + 114 * rgb[:, 2] + 500) // 1000  # [N, H, W]
     return y.to(torch.uint8)[:, None].expand_as(images).contiguous()
+
+
+# --------------------------------------------------------------------------- trained models
+
+
+@dataclass
+class PairAnalysis:
+    """The expansion of a trained flow around $x_0$ = the mean of the scored training images,
+    applied to each of the paper's three sets (roles ``train``, ``test``, ``ood``), beside the
+    measured mean $\\log p$ of the same images (from the score cache)."""
+
+    model_key: str
+    derivatives: Derivatives
+    x0: Tensor
+    moments: dict[str, Moments]
+    expansions: dict[str, Expansion]
+    measured: dict[str, float]
+
+    def gaps(self, q: str = "ood", p: str = "train") -> dict[str, float]:
+        """Predicted gap per term (:func:`gap`) and the ``measured`` one, E_q - E_p (nats)."""
+        return {**gap(self.expansions[q], self.expansions[p]),
+                "measured": self.measured[q] - self.measured[p]}
+
+
+# Bump when the cached derivatives change meaning.
+_DERIVATIVES_VERSION = "1"
+
+
+def analyse(pair: ScoredPair, profile: str, progress: bool = True) -> PairAnalysis:
+    """Derivatives of ``log p`` of ``pair``'s model at the training images' mean (cached by
+    content: checkpoint and image hashes), the three sets' moments and expansions."""
+    trained = pair.trained
+    stats = {r: moments(s.images, trained.model.n_bits) for r, s in pair.sets.items()}
+    x0 = stats["train"].mean
+    key = scoring.cache_key(trained, pair.sets["train"].images, analysis=_DERIVATIVES_VERSION)
+
+    def compute() -> dict[str, np.ndarray]:
+        d = derivatives(log_density(trained.model), x0, progress=progress)
+        return {"log_p_x0": np.array(d.log_p_x0), "grad": d.grad.cpu().numpy(),
+                "hessian": d.hessian.cpu().numpy(), "seconds": np.array(d.seconds)}
+
+    arrays = scoring.cached(profile, f"hessian-{trained.key}", key, compute)
+    d = Derivatives(log_p_x0=float(arrays["log_p_x0"]), grad=torch.from_numpy(arrays["grad"]),
+                    hessian=torch.from_numpy(arrays["hessian"]), n_hvp=x0.numel(),
+                    seconds=float(arrays["seconds"]))
+    return PairAnalysis(
+        model_key=trained.key, derivatives=d, x0=x0, moments=stats,
+        expansions={r: expand(d, x0, m) for r, m in stats.items()},
+        measured={r: float(pair.scores[r]["log_px"].mean()) for r in pair.sets})
+
+
+def expectation_table(a: PairAnalysis, labels: dict[str, str]) -> pd.DataFrame:
+    """Per set: the expansion's terms, its prediction of E[log p] (full and diagonal-only) and
+    the measured mean log p (nats per image)."""
+    rows = []
+    for role, e in a.expansions.items():
+        rows.append({"set": labels[role], "log p(x0)": e.log_p_x0, "first order": e.first_order,
+                     "mean shift": e.mean_shift, "covariance": e.covariance,
+                     "predicted E[log p]": e.total, "predicted (diagonal)": e.total_diagonal,
+                     "measured E[log p]": a.measured[role]})
+    return pd.DataFrame(rows)
+
+
+def cv_closed_forms(model: torch.nn.Module, a: PairAnalysis, q: str = "ood",
+                    p: str = "train", sigma: float = 1.0) -> dict[str, float]:
+    """Both closed forms for a constant-volume Glow, idealised as its level-1 1x1 convolutions
+    followed by $\\mathcal N(0, \\sigma^2 I)$, with the per-pixel variances mapped to the level-1
+    channels by :func:`squeezed`; beside them, the diagonal-only and full covariance terms of
+    the Hessian of the real model (all E_q - E_p, nats per image)."""
+    net = copy.deepcopy(model).to(F64)
+    weights = net.invconv_weights()[: net.config.steps]  # level 1: the first K matrices
+    forms = closed_forms(weights, squeezed(a.moments[q].var_map), squeezed(a.moments[p].var_map),
+                         sigma)
+    gaps = a.gaps(q, p)
+    return {"paper closed form": forms["paper"], "exact closed form (idealised)": forms["exact"],
+            "Hessian, diagonal only": gaps["covariance_diagonal"],
+            "Hessian, full covariance": gaps["covariance"], "measured": gaps["measured"]}
+
+
+def contrast_sweep(pair: ScoredPair, a: PairAnalysis, images: dict[str, Tensor],
+                   alphas: list[float], mean: Tensor, profile: str) -> pd.DataFrame:
+    """For each set (label -> uint8 images) and contrast ``alpha``: the measured mean bits/dim
+    of the transformed images (:func:`contrast` around ``mean``, scored through the cache) and
+    the expansion's prediction from their *measured* moments (clipping makes them differ from
+    ``alpha^2`` times the originals')."""
+    trained = pair.trained
+    n_dims = a.x0.numel()
+    rows = []
+    for label, x in images.items():
+        for alpha in alphas:
+            y = contrast(x, alpha, mean)
+            scores = scoring.cached(
+                profile, f"contrast-{trained.key}-{scoring.images_sha256(y)[:16]}",
+                scoring.cache_key(trained, y),
+                lambda y=y: evaluate(trained.model, y))
+            e = expand(a.derivatives, a.x0, moments(y, trained.model.n_bits))
+            rows.append({"set": label, "alpha": alpha, "images": len(y),
+                         "measured bpd": float(scores["bpd"].mean()),
+                         "predicted bpd": float(trained.model.bits_per_dim(e.total, n_dims)),
+                         "predicted bpd (diagonal)":
+                             float(trained.model.bits_per_dim(e.total_diagonal, n_dims))})
+    return pd.DataFrame(rows)
