@@ -41,10 +41,13 @@ retrain: $(STAMP)
 bench: $(STAMP)
 	PYTHONPATH=. $(BIN)/python benchmarks/bench_glow.py --profile $(PROFILE)
 
-# The library and tests, then the chapters' code cells (converted to notebooks in _build/lint).
+# The library and tests, then the chapters' code cells (converted to notebooks in _build/lint);
+# both always run, so that one run reports every problem.
 lint: $(STAMP)
-	$(BIN)/python -m ruff check .
-	$(BIN)/python .ci/lint_chapters.py
+	status=0; \
+	$(BIN)/python -m ruff check . || status=1; \
+	$(BIN)/python .ci/lint_chapters.py || status=1; \
+	exit $$status
 
 # Opens every page of _build/html in headless Chromium (tests/test_browser.py): formulas
 # typeset, images loaded, no error outputs, no broken links, no console errors; screenshots go

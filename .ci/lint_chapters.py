@@ -8,7 +8,8 @@ and the cell: ``_build/lint/chapters/02_glow.ipynb:cell 17:2:19`` is line 2, col
 the 17th cell of ``chapters/02_glow.md`` (markdown cells count too). A summary line follows,
 naming the failing chapters; the exit status is 1 when any chapter fails.
 
-Usage: ``python .ci/lint_chapters.py [ruff options] [CHAPTER ...]`` (default: every chapter).
+Usage: ``python .ci/lint_chapters.py [ruff options] [chapters/NAME.md ...]`` (default: every
+chapter), e.g. ``--output-format concise`` or ``--fix``.
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ def chapters(names: list[str]) -> list[Path]:
 
 
 def main(argv: list[str]) -> int:
-    options = [a for a in argv if a.startswith("-")]
-    sources = chapters([a for a in argv if not a.startswith("-")])
+    named = [a for a in argv if a.endswith((".md", ".ipynb")) and not a.startswith("-")]
+    options = [a for a in argv if a not in named]  # passed on to ruff
+    sources = chapters(named)
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir(parents=True)
     failed = []

@@ -166,16 +166,19 @@ class ConsoleStream:
     """Where a running chapter's progress goes: the kernel's stderr and one line per code cell.
 
     On a terminal the text is passed through as it comes, so tqdm bars redraw in place (their
-    ``\\r`` updates). Anywhere else (CI logs, a pipe) each bar is reduced to its last state:
-    text is printed line by line, a ``\\r`` discards the line so far, and a bar that erases
-    itself (``leave=False``) prints the state it had before it was erased.
+    ``\\r`` updates). Anywhere else (CI logs, a pipe) text is written line by line and a bar
+    leaves what it would leave on a terminal: its final state (a bar that erases itself,
+    ``leave=False``, leaves nothing), plus its state every ``every`` seconds while it runs, so
+    that a long training shows its progress in a log too.
     """
 
-    def __init__(self, target: Any = None, tty: bool | None = None) -> None:
+    def __init__(self, target: Any = None, tty: bool | None = None, every: float = 30.0) -> None:
         self.target = target if target is not None else sys.stderr
         self.tty = self.target.isatty() if tty is None else tty
+        self.every = every
         self.line = ""  # non-terminal: the current line since its last \r
         self.shown = ""  # non-terminal: the last non-blank state of the current line
+        self.since: float | None = None  # non-terminal: when the line was last written out
         self.at_line_start = True  # terminal: the cursor is in column 0
 
     def write(self, text: str) -> int:
@@ -188,10 +191,15 @@ class ConsoleStream:
                 if piece == "\n":
                     self._emit(self.line if self.line.strip() else self.shown)
                 elif piece == "\r":
-                    if self.line.strip():
+                    if self.line.strip():  # a bar redraws itself
                         self.shown = self.line
-                    elif self.shown:  # a bar erased itself: keep its last state
-                        self._emit(self.shown)
+                        now = time.monotonic()
+                        if self.since is None:
+                            self.since = now
+                        elif now - self.since >= self.every:
+                            self._emit(self.shown)
+                    else:  # a bar erased itself
+                        self.shown = ""
                     self.line = ""
                 else:
                     self.line += piece
@@ -202,6 +210,7 @@ class ConsoleStream:
         if line.strip():
             self.target.write(line.rstrip() + "\n")
         self.line = self.shown = ""
+        self.since = None
 
     def end_line(self) -> None:
         """Finish a partly written line, so that the next message starts on its own line."""
@@ -233,7 +242,7 @@ def cell_preview(source: str) -> str:
 
 
 def _papermill_engine() -> str:
-    """Register (once) and name a papermill engine that reports each code cell as it starts.
+    """Register, and name, a papermill engine that reports each code cell as it starts.
 
     It is papermill's own nbclient engine; ``on_cell(number, total, cell)`` (an extra keyword
     of ``papermill.execute_notebook``) is called before each code cell runs, ``number``
@@ -267,7 +276,8 @@ def _ipc_kernel_manager() -> type:
     """A kernel manager whose kernel listens on IPC sockets in the temp folder, not on TCP.
 
     Over TCP, ipykernel warns once per kernel that the connection is unencrypted; over IPC
-    (unix sockets, readable only on this machine) there is nothing to warn about. The socket
+    (unix domain sockets: the traffic never leaves this machine, and every message is still
+    signed with the connection file's key) it has nothing to warn about. The socket
     paths are absolute so that they never land in the chapter's working directory; the kernel
     manager removes them at shutdown.
     """

@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{key}: {r['steps']:,} steps, {r['wall_s'] / 60:.1f} min on {r['device']}"
                   f" ({r['threads']} threads); bits/dim {final}")
         return
-    for model in args.model or ["glow"]:
+    for model in args.model or list(MODELS):
         for dataset in args.dataset or list(MODELS[model].cpu_steps):
             trained = get(model, dataset, args.profile, args.seed, args.data_root,
                           allow_training=True, retrain=args.retrain)

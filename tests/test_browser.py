@@ -84,6 +84,9 @@ ALLOWED_CONSOLE_ERRORS: dict[str, str] = {
 
 #: Raw TeX that MathJax should have replaced, as it would show in the page's text.
 RAW_TEX = re.compile(r"\\\(|\\\)|\\\[|\\\]|\$\$|\\begin\{|\$\\[A-Za-z]+")
+#: A TeX macro inside the text of a formula (\text{...}, \texttt{...}) that MathJax printed as
+#: is, e.g. ``\_`` in ``\texttt{log\_pz}`` when the textmacros extension is not loaded.
+TEX_MACRO = re.compile(r"\\[A-Za-z_{}$%&#]")
 #: Elements whose text is code or MathJax output, never prose with formulas.
 CODE_TAGS = {"script", "style", "pre", "code", "textarea", "kbd", "samp", "noscript",
              "template", "mjx-container", "svg", "math"}
@@ -144,6 +147,7 @@ class PageFacts:
     math_untypeset: list[str] = field(default_factory=list)  # their text, when not typeset
     mathjax_output: int = 0  # mjx-container elements
     merrors: list[str] = field(default_factory=list)
+    tex_in_text: list[str] = field(default_factory=list)  # TeX macros MathJax showed as text
     raw_tex: list[str] = field(default_factory=list)
     error_outputs: list[str] = field(default_factory=list)
     links: list[str] = field(default_factory=list)  # href of <a>
@@ -198,6 +202,7 @@ class DomAnalyser(HTMLParser):
             "text": "",
             "code": tag in CODE_TAGS or "highlight" in classes,
             "cell_output": "cell_output" in classes,
+            "mtext": tag == "mtext" and any(el["tag"] == "mjx-assistive-mml" for el in self.stack),
         })
         if self.stack[-1]["math"]:
             f.math += 1
@@ -216,6 +221,8 @@ class DomAnalyser(HTMLParser):
         for el in self.stack:
             if el["math"]:
                 el["text"] += data
+        if self.stack and self.stack[-1]["mtext"] and TEX_MACRO.search(data):
+            self.facts.tex_in_text.append(data.strip()[:80])
         if any(el["cell_output"] for el in self.stack) and (
             "Traceback (most recent call last)" in data
         ):
@@ -461,12 +468,14 @@ def executed_notebook(page: Path) -> Path | None:
 
 
 @pytest.mark.parametrize("page", PAGES or [None], ids=[p.as_posix() for p in PAGES] or ["none"])
-def test_page(page: Path | None, browser: Any, screenshot_dir: Path) -> None:
+def test_page(page: Path | None, request: pytest.FixtureRequest) -> None:
     if page is None:
         not_available(
             f"no built book in {HTML}: build it first, e.g. "
             "`python -m ood_lib.book --profile smoke` (or `make smoke`)"
         )
+    browser = request.getfixturevalue("browser")
+    screenshot_dir = request.getfixturevalue("screenshot_dir")
     path = HTML / page
     shot = screenshot_dir / (page.with_suffix("").as_posix().replace("/", "__") + ".png")
     lands_on = redirect_target(path) or path
@@ -483,6 +492,8 @@ def test_page(page: Path | None, browser: Any, screenshot_dir: Path) -> None:
                         f"e.g. {facts.math_untypeset[:3]}")
     if facts.merrors:
         problems.append(f"MathJax errors: {facts.merrors[:5]}")
+    if facts.tex_in_text:
+        problems.append(f"TeX shown as text inside formulas: {facts.tex_in_text[:5]}")
     if facts.raw_tex:
         problems.append(f"raw TeX in the page's text: {facts.raw_tex[:5]}")
 
