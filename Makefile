@@ -6,7 +6,8 @@
 #   make browser       the browser test alone, on the last build (_build/html)
 #   make smoke | make lint | make clean
 #   make retrain [PROFILE=cpu]                             retrain every model of a profile
-#   make bench [PROFILE=cpu]                               Glow throughput, memory, % of fp32 peak
+#   make bench [PROFILE=cpu]          Glow throughput, memory, % of fp32 peak; evaluation with
+#                                     and without the allocator settings of ood_lib.allocator
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -40,6 +41,7 @@ retrain: $(STAMP)
 
 bench: $(STAMP)
 	PYTHONPATH=. $(BIN)/python benchmarks/bench_glow.py --profile $(PROFILE)
+	$(BIN)/python benchmarks/bench_allocator.py
 
 # The library and tests, then the chapters' code cells (converted to notebooks in _build/lint);
 # both always run, so that one run reports every problem.

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -87,6 +88,9 @@ class Replicas:
         (created here, after actnorm's initialisation), whose backward averages gradients."""
         if self.world == 1:
             return lambda x, g: model.train_loss(x, generator=g)
+        # DDP warns when a gradient's strides differ from its parameter's even where only the
+        # stride of a size-1 dimension differs (the VAE's first conv, [C, 1, k, k]): same layout.
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         # The base class's train_loss draws no noise; an override may (the VAE's).
         draws = type(model).train_loss is not DensityModel.train_loss
         device = next(model.parameters()).device

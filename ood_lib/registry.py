@@ -23,6 +23,10 @@ are indexed in ``checkpoints/manifest.json``; ``smoke`` ones go to ``_build/chec
 Retrain from the command line (this is the documented switch that retrains everything)::
 
     python -m ood_lib.registry train --profile cpu --retrain
+
+The same command under ``torchrun --nproc_per_node=N`` trains one model on N GPUs (or N CPU
+processes) with DistributedDataParallel; the weights do not depend on N (to float rounding)
+and neither does the key (see :mod:`ood_lib.distributed`). Rank 0 writes the files.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ood_lib import data, paths, profiles
+from ood_lib import data, distributed, paths, profiles
 from ood_lib.models import glow, pixelcnn, vae
 from ood_lib.models.base import DensityModel
 from ood_lib.train import LOG_FILE, STATE_FILE, TrainConfig, train
@@ -279,8 +283,11 @@ def get(
     spec = make_spec(model, dataset, profile, split, seed)
     root = checkpoint_root(profile)
     path = root / spec.key
-    if retrain and path.exists():
-        shutil.rmtree(path)
+    replicas = distributed.current()  # one process, or one rank of a torchrun launch
+    if retrain:
+        if replicas.is_main and path.exists():
+            shutil.rmtree(path)
+        replicas.barrier()
     if (path / "model.pt").exists():
         return _load(spec, path)
     if not (training_allowed(profile) if allow_training is None else allow_training):
@@ -292,8 +299,12 @@ def get(
             f"what is missing with `python -m ood_lib.book --profile {profile} --train-missing`.")
     net = spec.build().to(device())
     t0 = time.time()
-    result = train(net, split.tensor(), spec.train_config, path, seed=seed,
-                   monitor=_monitor_sets(dataset, profile, data_root), progress=progress)
+    monitor = _monitor_sets(dataset, profile, data_root) if replicas.is_main else None
+    result = train(net, split.tensor(), spec.train_config, path, seed=seed, monitor=monitor,
+                   progress=progress)
+    if not replicas.is_main:  # rank 0 saves the model; the others load it once it is saved
+        replicas.barrier()
+        return _load(spec, path)
     torch.save(net.state_dict(), path / "model.pt")
     final = {k: v for k, v in result.log[-1].items() if k.endswith("_bpd")}
     record = {
@@ -304,7 +315,8 @@ def get(
         "wall_s": round(result.wall_s, 1), "final_bpd": final,
         "n_params": sum(p.numel() for p in net.parameters()),
         "sha256": _sha256(path / "model.pt"),
-        "device": _machine(),
+        "device": _machine() if replicas.world == 1 else f"{replicas.world} x {_machine()}",
+        **({"processes": replicas.world} if replicas.world > 1 else {}),
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "session_s": round(time.time() - t0, 1),
@@ -315,6 +327,7 @@ def get(
     (path / "record.json").write_text(json.dumps(record, indent=1, sort_keys=True))
     (path / STATE_FILE).unlink(missing_ok=True)
     _update_manifest(root, record)
+    replicas.barrier()
     return _load(spec, path)
 
 
@@ -340,12 +353,17 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{key}: {r['steps']:,} steps, {r['wall_s'] / 60:.1f} min on {r['device']}"
                   f" ({r['threads']} threads); bits/dim {final}")
         return
-    for model in args.model or list(MODELS):
-        for dataset in args.dataset or list(MODELS[model].cpu_steps):
-            trained = get(model, dataset, args.profile, args.seed, args.data_root,
-                          allow_training=True, retrain=args.retrain)
-            print(f"{trained.key}: final {trained.record['final_bpd']} "
-                  f"({trained.record['wall_s']} s) -> {trained.path}")
+    replicas = distributed.setup()  # under torchrun with N > 1: join its process group
+    try:
+        for model in args.model or list(MODELS):
+            for dataset in args.dataset or list(MODELS[model].cpu_steps):
+                trained = get(model, dataset, args.profile, args.seed, args.data_root,
+                              allow_training=True, retrain=args.retrain)
+                if replicas.is_main:
+                    print(f"{trained.key}: final {trained.record['final_bpd']} "
+                          f"({trained.record['wall_s']} s) -> {trained.path}")
+    finally:
+        distributed.teardown()
 
 
 if __name__ == "__main__":

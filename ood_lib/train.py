@@ -14,13 +14,15 @@ ELBO). Around that:
   bits/dim of each *monitored* set (held-out in-distribution data and the OOD set, so later
   chapters can plot likelihood over training, the paper's Figure 5);
 - a checkpoint every ``checkpoint_every`` steps and exact resume: batch order and noise are
-  functions of ``(seed, step)`` alone, so a resumed run is bit-identical to an uninterrupted one.
+  functions of ``(seed, step)`` alone, so a resumed run is bit-identical to an uninterrupted one;
+- data parallelism: under ``torchrun`` with N processes each step's global batch is split over
+  them, with noise drawn for the global batch, so the weights do not depend on N (to float
+  rounding); see :mod:`ood_lib.distributed`. Alone, the loop is the one-process loop.
 """
 
 from __future__ import annotations
 
 import csv
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +31,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ood_lib import distributed
 from ood_lib.likelihood import evaluate
 from ood_lib.models.base import DensityModel
 
@@ -117,13 +120,20 @@ def train(
     """Train ``model`` on uint8 images ``train_x`` ``[N, C, H, W]``, resuming from
     ``out_dir/train_state.pt`` if present. ``monitor`` maps names to uint8 image sets scored
     at each log row (first ``cfg.eval_images`` images). ``stop_at`` ends the run early at that
-    step after checkpointing (used to test resumption and to split long runs)."""
+    step after checkpointing (used to test resumption and to split long runs).
+
+    Under ``torchrun`` (N > 1 processes, :func:`ood_lib.distributed.setup`) every rank calls
+    this with the same arguments; ``cfg.batch_size`` is the global batch and must divide by N.
+    Rank 0 alone evaluates ``monitor``, writes the log and checkpoints; the returned ``log`` is
+    complete on rank 0 only."""
     if model.n_bits != cfg.n_bits:
         raise ValueError(f"model is built for {model.n_bits}-bit images, config says {cfg.n_bits}")
     out_dir.mkdir(parents=True, exist_ok=True)
     monitor = {k: v[: cfg.eval_images] for k, v in (monitor or {}).items()}
     if len(train_x) < cfg.batch_size:
         raise ValueError(f"{len(train_x)} training images < batch size {cfg.batch_size}")
+    replicas = distributed.current()
+    replicas.check_batch(cfg.batch_size)
     device = next(model.parameters()).device
     optimizer = _make_optimizer(model, cfg)
     state_path = out_dir / STATE_FILE
@@ -135,7 +145,7 @@ def train(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         counters, log = state["counters"], state["log"]
-    else:  # data-dependent initialisation (actnorm) on a random batch
+    else:  # data-dependent initialisation (actnorm) on a random batch (the same on every rank)
         pick = torch.randperm(len(train_x), generator=step_generator(seed, -1))[: cfg.init_batch_size]
         init = model.inputs(train_x[pick], generator=step_generator(seed, -2))
         with torch.no_grad():
@@ -154,22 +164,26 @@ def train(
 
     end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
     model.train()
+    step_loss = replicas.step_loss(model)  # model.train_loss, or its DDP wrapper
     t0 = time.perf_counter()
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="train", unit="step")
+    bar = tqdm(total=cfg.steps, initial=step, disable=not progress or not replicas.is_main,
+               desc="train", unit="step")
     while step < end:
         idx = batch_indices(len(train_x), step, cfg.batch_size, seed)
         g = step_generator(seed, step)
-        x = model.inputs(train_x[idx], generator=g).to(device)
+        # the global batch, dequantized as by one process; this rank's rows of it
+        x = replicas.shard(model.inputs(train_x[idx], generator=g)).to(device)
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
-        loss = model.train_loss(x, generator=g)
+        loss = step_loss(x, g)
         optimizer.zero_grad(set_to_none=True)
-        if torch.isfinite(loss):
+        loss_value, loss_finite = replicas.mean_if_finite(loss)  # agreed by every rank
+        if loss_finite:
             loss.backward()
             grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
-        if torch.isfinite(loss) and math.isfinite(grad_norm):
+        if loss_finite and replicas.all_finite(grad_norm):
             optimizer.step()
-            running, n_running, in_a_row = running + loss.item(), n_running + 1, 0
+            running, n_running, in_a_row = running + loss_value, n_running + 1, 0
         else:
             n_skipped, in_a_row = n_skipped + 1, in_a_row + 1
             if in_a_row >= MAX_CONSECUTIVE_SKIPS:
@@ -180,19 +194,22 @@ def train(
         step += 1
         bar.update(1)
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            row = {"step": step, "epoch": step * cfg.batch_size / len(train_x),
-                   "train_bpd": running / max(n_running, 1)}
-            for name, xs in monitor.items():
-                row[f"{name}_bpd"] = float(evaluate(model, xs)["bpd"].mean())
-            model.train()
-            row.update(lr=optimizer.param_groups[0]["lr"], grad_norm=grad_norm,
-                       n_skipped=n_skipped, wall_s=wall_s + time.perf_counter() - t0)
-            log.append(row)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k.endswith("_bpd")})
+            if replicas.is_main:  # rank 0 alone scores the monitored sets and keeps the log
+                row = {"step": step, "epoch": step * cfg.batch_size / len(train_x),
+                       "train_bpd": running / max(n_running, 1)}
+                for name, xs in monitor.items():
+                    row[f"{name}_bpd"] = float(evaluate(model, xs)["bpd"].mean())
+                model.train()
+                row.update(lr=optimizer.param_groups[0]["lr"], grad_norm=grad_norm,
+                           n_skipped=n_skipped, wall_s=wall_s + time.perf_counter() - t0)
+                log.append(row)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k.endswith("_bpd")})
             running, n_running = 0.0, 0
         if step % cfg.checkpoint_every == 0 or step == end:
             wall_s, t0 = wall_s + time.perf_counter() - t0, time.perf_counter()
-            save_state()
-            _write_log(out_dir / LOG_FILE, log)
+            if replicas.is_main:
+                save_state()
+                _write_log(out_dir / LOG_FILE, log)
+            replicas.barrier()  # the checkpoint is on disk before any rank goes on
     bar.close()
     return TrainResult(steps=step, n_skipped=n_skipped, wall_s=wall_s, log=log)
