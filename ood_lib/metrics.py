@@ -6,7 +6,8 @@ in-distribution scores:
 - **AUROC** $= P(s_+ > s_-) + \tfrac12 P(s_+ = s_-)$, the Mann-Whitney statistic
   (0.5 = chance, 1 = perfect, below 0.5 = the detector ranks the *wrong* way: what happens
   to likelihood in the paper);
-- **AUPR** the area under precision-recall (average precision, OOD positive);
+- **AUPR** the area under precision-recall (average precision, OOD positive), as
+  scikit-learn's ``average_precision_score`` defines it;
 - **FPR@95%TPR** the fraction of in-distribution inputs flagged when the threshold catches
   95% of the OOD inputs.
 
@@ -17,8 +18,11 @@ finite one; NaN is an error.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy.stats import rankdata
+from sklearn.metrics import average_precision_score
 
 
 def _scores(in_dist: np.ndarray, ood: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -39,18 +43,20 @@ def auroc(in_dist: np.ndarray, ood: np.ndarray) -> float:
 
 
 def aupr(in_dist: np.ndarray, ood: np.ndarray) -> float:
-    """Average precision with OOD as positive: mean precision at each OOD input's rank."""
+    """Average precision with OOD as positive, scikit-learn's definition (one threshold per
+    distinct score, so tied scores share a precision), computed on ranks so that infinite
+    scores keep their order."""
     s, y = _scores(in_dist, ood)
-    order = np.argsort(-s, kind="stable")
-    y = y[order]
-    precision = np.cumsum(y) / np.arange(1, len(y) + 1)
-    return float(precision[y == 1].mean())
+    return float(average_precision_score(y, rankdata(s)))
 
 
 def fpr_at_tpr(in_dist: np.ndarray, ood: np.ndarray, tpr: float = 0.95) -> float:
-    """Fraction of in-distribution scores >= the threshold that flags ``tpr`` of the OOD ones."""
+    """Fraction of in-distribution scores >= the largest threshold that flags at least ``tpr``
+    of the OOD ones (the first ROC point with TPR >= ``tpr``)."""
     _scores(in_dist, ood)
-    threshold = np.quantile(np.asarray(ood, float), 1.0 - tpr, method="lower")
+    ood_sorted = np.sort(np.asarray(ood, float))
+    n_flagged = math.ceil(tpr * len(ood_sorted) - 1e-9)  # OOD inputs the threshold must catch
+    threshold = ood_sorted[len(ood_sorted) - n_flagged]
     return float(np.mean(np.asarray(in_dist, float) >= threshold))
 
 

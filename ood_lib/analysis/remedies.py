@@ -1,0 +1,340 @@
+r"""Remedies: OOD scores that use a likelihood model without trusting its raw likelihood.
+
+**Convention.** Every score below is oriented so that *larger = more OOD*, and the orientation
+is fixed from the method's definition, before any OOD data is looked at. The OOD set is the
+positive class of every metric (:mod:`ood_lib.metrics`). All log-likelihoods are in nats per
+image; bits/dim (``bpd``) as stored by :func:`ood_lib.scoring.score`.
+
+**Raw likelihood** (the paper's baseline, :func:`nll`): $s(x) = -\log p(x)$. This is the score
+that fails in Nalisnick et al. (2019): an OOD set the model finds *more* likely gets an AUROC
+below one half.
+
+**Typicality test** (Nalisnick, Matsukawa, Teh & Lakshminarayanan 2019, arXiv:1906.02994).
+In high dimension the model's samples do not sit at its mode but in a typical set, where
+$-\log p(x)$ is close to the entropy $H[p]$. Estimate the entropy on in-distribution data the
+score is never evaluated on (:func:`entropy_estimate`),
+
+$$\hat H = -\frac1N \sum_{n=1}^N \log p(x_n),$$
+
+and score a *batch* $B$ of $M$ inputs (:func:`typicality_batches`, :func:`typicality_score`)
+by how far its mean negative log-likelihood lies from $\hat H$, in either direction:
+
+$$s(B) = \Big|\, -\frac1M \sum_{x \in B} \log p(x) - \hat H \,\Big| .$$
+
+An OOD set that is *too likely* (SVHN under a CIFAR-10 model) is caught as surely as one that
+is too unlikely, and the batch mean's spread shrinks like $1/\sqrt M$, so detection improves
+with $M$. Its blind spot follows from the same formula: a set whose mean $-\log p$ equals
+$H$ is never caught, however different its spread. :func:`typicality_auroc` resamples batches
+from finite sets, so batches share images and the bootstrap interval over batch scores
+describes batch resampling, not the sampling of the sets themselves.
+
+**Input complexity** (Serrà et al., ICLR 2020). A lossless compressor is a universal model:
+a code of $L(x)$ bits is a probability $2^{-L(x)}$. The score is the log-ratio (in bits) of
+that generic model to the trained one (:func:`compressed_bits`, :func:`complexity_score`),
+
+$$S(x) = -\log_2 p(x) - L(x) = \log_2 \frac{2^{-L(x)}}{p(x)},
+  \qquad -\log_2 p(x) = D \cdot \text{bpd}(x) ,$$
+
+large when the compressor explains $x$ better than the model does, i.e. when $x$ is OOD
+(Serrà et al. flag large $S$). Simple inputs have a small $L(x)$ *and* a high $p(x)$; the
+difference cancels the complexity that dominates the raw likelihood. For a flow, bits/dim
+already holds the dequantization constant ($-\log_2$ of the probability mass of $x$'s bin,
+up to the dequantization bound); PixelCNN and the VAE give the discrete NLL directly. $L(x)$
+counts the whole file as written (signature, headers and trailers included): for one codec
+and one image geometry that overhead is nearly constant and barely moves a ranking, but it
+makes $S$ not comparable across geometries.
+
+**Density of states** (Morningstar et al., AISTATS 2021). Instead of $p(x)$ itself, score how
+*typical* a vector of model statistics $t(x) \in \mathbb R^k$ is (e.g. $\log p(z)$ and
+$\log|\det|$, or Glow's per-level parts) under their distribution on held-out in-distribution
+data: with a Gaussian kernel density estimate $\hat q$ fitted to standardised statistics,
+
+$$s(x) = -\log \hat q\big((t(x) - \mu)/\sigma\big) .$$
+
+Standardising does not change the ranking (``gaussian_kde``'s kernel covariance is Scott's
+factor $N^{-1/(k+4)}$ squared times the sample covariance, so the estimate is affine
+equivariant); it keeps the covariance well conditioned. :func:`dos_score` fits one joint
+KDE, or one KDE per statistic with their log-densities summed (``joint=False``).
+
+**Evaluation.** :func:`detection_row` reports AUROC with a 95% percentile bootstrap interval
+(:func:`bootstrap_auroc`: both sets resampled with replacement, independently), AUPR and FPR
+at 95% TPR from :mod:`ood_lib.metrics`; :func:`roc_curve` gives the curve for plotting.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import PIL
+from PIL import Image, features
+from scipy.stats import gaussian_kde, rankdata
+from sklearn import metrics as skm
+
+from ood_lib.metrics import aupr, auroc, fpr_at_tpr
+
+# Lossless encoder settings per codec: Pillow format name and save options.
+CODECS: dict[str, tuple[str, dict[str, object]]] = {
+    "png": ("PNG", {"optimize": True, "compress_level": 9}),
+    "webp": ("WEBP", {"lossless": True, "quality": 100, "method": 6}),
+}
+# Bound on the elements of one bootstrap chunk (resamples x distinct scores): ~32 MB of int64.
+_BOOT_CHUNK = 4_000_000
+
+
+def _finite_or_inf(values: np.ndarray, name: str) -> np.ndarray:
+    values = np.asarray(values, float)
+    if np.isnan(values).any():
+        raise ValueError(f"{name} contains NaN")
+    return values
+
+
+# --- raw likelihood -------------------------------------------------------------------------
+
+
+def nll(log_px: np.ndarray) -> np.ndarray:
+    r"""The raw-likelihood baseline score $-\log p(x)$ (nats; larger = less likely = more OOD)."""
+    # s(x) = -log p(x)
+    return -_finite_or_inf(log_px, "log_px")
+
+
+# --- typicality test ------------------------------------------------------------------------
+
+
+def entropy_estimate(log_px_fit: np.ndarray) -> float:
+    r"""$\hat H = -\frac1N \sum_n \log p(x_n)$ (nats) on in-distribution data that the score
+    is never evaluated on. Every value must be finite (one $-\infty$ would make $\hat H$
+    infinite and every batch score meaningless)."""
+    values = _finite_or_inf(log_px_fit, "log_px_fit")
+    if values.size == 0 or not np.isfinite(values).all():
+        raise ValueError("entropy_estimate needs a non-empty set of finite log-likelihoods")
+    # H_hat = -(1/N) sum_n log p(x_n)
+    return float(-values.mean())
+
+
+def _rows_with_repeats(idx: np.ndarray) -> np.ndarray:
+    s = np.sort(idx, axis=1)
+    return (s[:, 1:] == s[:, :-1]).any(axis=1)
+
+
+def typicality_batches(log_px: np.ndarray, m: int, n_batches: int,
+                       rng: np.random.Generator) -> np.ndarray:
+    r"""Per-batch mean $\frac1M \sum_{x \in B} \log p(x)$ of ``n_batches`` batches of ``m``
+    inputs, each batch drawn uniformly *without* replacement from ``log_px`` (batches are
+    independent of each other, so they share inputs). Shape ``[n_batches]``."""
+    values = _finite_or_inf(log_px, "log_px")
+    n = len(values)
+    if not 1 <= m <= n:
+        raise ValueError(f"batch size M={m} must be between 1 and the set size {n}")
+    if n_batches < 1:
+        raise ValueError("n_batches must be at least 1")
+    if m * m <= 4 * n:
+        # i.i.d. index tuples, rows with a repeat redrawn: uniform over distinct tuples
+        # (acceptance >= exp(-M^2 / 2N) >= e^-2 under this branch's condition)
+        idx = rng.integers(0, n, size=(n_batches, m))
+        bad = _rows_with_repeats(idx) if m > 1 else np.zeros(n_batches, bool)
+        while bad.any():
+            idx[bad] = rng.integers(0, n, size=(int(bad.sum()), m))
+            bad[bad] = _rows_with_repeats(idx[bad])
+    else:
+        idx = np.stack([rng.choice(n, size=m, replace=False) for _ in range(n_batches)])
+    # (1/M) sum_{x in B} log p(x), one per batch: [n_batches]
+    return values[idx].mean(axis=1)
+
+
+def typicality_score(batch_mean_log_px: np.ndarray, h_hat: float) -> np.ndarray:
+    r"""$s(B) = |(-\frac1M \sum_{x\in B} \log p(x)) - \hat H|$: larger = further from typical."""
+    mean_log_px = _finite_or_inf(batch_mean_log_px, "batch_mean_log_px")
+    # s(B) = | -mean log p(B) - H_hat |
+    return np.abs(-mean_log_px - h_hat)
+
+
+def typicality_auroc(fit: np.ndarray, test: np.ndarray, ood: np.ndarray,
+                     ms: Sequence[int] = (1, 2, 5, 10, 25), n_batches: int = 1000,
+                     seed: int = 0) -> pd.DataFrame:
+    r"""The typicality test at each batch size $M$: $\hat H$ from ``fit`` (log p, nats, of
+    in-distribution inputs not in ``test``), ``n_batches`` batches each from ``test`` and
+    ``ood``, and one :func:`detection_row` (test batches negative, OOD batches positive) per
+    $M$. Batches of each $M$ are drawn from a generator seeded by ``(seed, M)``."""
+    h_hat = entropy_estimate(fit)
+    rows = []
+    for m in ms:
+        rng = np.random.default_rng([seed, m])
+        s_test = typicality_score(typicality_batches(test, m, n_batches, rng), h_hat)
+        s_ood = typicality_score(typicality_batches(ood, m, n_batches, rng), h_hat)
+        rows.append({"M": m, **detection_row(s_test, s_ood, seed=seed),
+                     "n_batches": n_batches, "H_hat (nats)": h_hat})
+    return pd.DataFrame(rows)
+
+
+# --- input complexity -----------------------------------------------------------------------
+
+
+def _check_codec(codec: str) -> None:
+    if codec not in CODECS:
+        raise ValueError(f"unknown codec {codec!r}; choose one of {sorted(CODECS)}")
+    if codec == "webp" and not features.check("webp"):
+        raise RuntimeError(
+            f"this Pillow ({PIL.__version__}) was built without WebP support "
+            "(PIL.features.check('webp') is False): install a Pillow wheel with libwebp, "
+            "or use codec='png'")
+
+
+def compressor_id(codec: str) -> str:
+    """The codec, its settings and library versions: compressed lengths depend on all of them,
+    so a cache of :func:`compressed_bits` should key on this string."""
+    _check_codec(codec)
+    lib = "webp" if codec == "webp" else "zlib"
+    fmt, options = CODECS[codec]
+    settings = ", ".join(f"{k}={v}" for k, v in options.items())
+    return f"{fmt} ({settings}); Pillow {PIL.__version__}; {lib} {features.version(lib)}"
+
+
+def encode(image: np.ndarray, codec: str) -> bytes:
+    """One uint8 image ``[C, H, W]`` (C = 1 grey or 3 RGB) as the bytes of a lossless file.
+    WebP has no grey mode: Pillow stores a grey image as RGB with three equal channels."""
+    _check_codec(codec)
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[0] not in (1, 3):
+        raise ValueError(f"expected a uint8 image [C, H, W] with C = 1 or 3, got "
+                         f"{image.dtype} {image.shape}")
+    pil = Image.fromarray(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0))
+    fmt, options = CODECS[codec]
+    buffer = io.BytesIO()
+    pil.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def compressed_bits(images: np.ndarray, codec: str) -> np.ndarray:
+    r"""$L(x)$: the length in bits of each uint8 image of ``images`` ``[N, C, H, W]`` compressed
+    losslessly by Pillow, ``"png"`` (optimize, compress_level 9) or ``"webp"`` (lossless,
+    quality 100, method 6). The whole file as written is counted, headers included (see the
+    module docstring). Raises a RuntimeError if Pillow lacks WebP. WebP at method 6 is slow
+    (tens of ms per 32x32 image): cache the result, keyed on :func:`compressor_id`."""
+    _check_codec(codec)
+    images = np.asarray(images)
+    if images.ndim != 4:
+        raise ValueError(f"expected uint8 images [N, C, H, W], got shape {images.shape}")
+    # L(x) = 8 * (bytes of the file)
+    return np.array([8 * len(encode(image, codec)) for image in images], dtype=np.int64)
+
+
+def complexity_score(bpd: np.ndarray, n_dims: int, compressed: np.ndarray) -> np.ndarray:
+    r"""$S(x) = -\log_2 p(x) - L(x)$ in bits, with $-\log_2 p(x) = D \cdot \text{bpd}(x)$ and
+    $L(x)$ from :func:`compressed_bits` on the images exactly as the model scored them (same
+    geometry, ``n_dims`` = $D = C H W$). Larger = more OOD; an infinite bpd gives $+\infty$."""
+    bpd = _finite_or_inf(bpd, "bpd")
+    compressed = _finite_or_inf(compressed, "compressed")
+    if bpd.shape != compressed.shape:
+        raise ValueError(f"bpd {bpd.shape} and compressed {compressed.shape} differ in shape")
+    # S(x) = D * bpd(x) - L(x)
+    return bpd * n_dims - compressed
+
+
+# --- density of states ----------------------------------------------------------------------
+
+
+def _as_2d(values: np.ndarray, name: str) -> np.ndarray:
+    values = np.asarray(values, float)
+    values = values[:, None] if values.ndim == 1 else values
+    if values.ndim != 2:
+        raise ValueError(f"{name} must be [N, k] statistics, got shape {values.shape}")
+    return _finite_or_inf(values, name)
+
+
+def dos_score(fit: np.ndarray, x: np.ndarray, joint: bool = True) -> np.ndarray:
+    r"""Density-of-states score $-\log \hat q(t(x))$ of the statistics ``x`` ``[M, k]`` under
+    a Gaussian KDE (Scott's bandwidth) of the standardised statistics ``fit`` ``[N, k]`` of
+    held-out in-distribution data (fit on data that is not scored: a fit point gains its own
+    kernel). ``joint=False`` sums per-statistic 1-D KDE log-densities instead.
+
+    Columns constant in ``fit`` (up to float32 round-off, e.g. actnorm and 1x1 parts) carry no
+    information and are dropped. NaN anywhere, or an infinite value in ``fit``, is an error;
+    a row of ``x`` with an infinite (kept) statistic lies infinitely far from the fit and
+    scores $+\infty$. Linearly dependent columns (``log_px`` beside ``log_pz`` and
+    ``log_det``) make the joint KDE singular and are an error."""
+    fit, x = _as_2d(fit, "fit"), _as_2d(x, "x")
+    if fit.shape[1] != x.shape[1]:
+        raise ValueError(f"fit has {fit.shape[1]} statistics, x has {x.shape[1]}")
+    if not np.isfinite(fit).all():
+        raise ValueError("fit statistics must be finite (drop the images whose statistics "
+                         "overflowed before fitting)")
+    if len(fit) < 2:
+        raise ValueError("need at least two fit rows")
+    mu, sigma = fit.mean(axis=0), fit.std(axis=0)
+    keep = sigma > 1e-6 * np.maximum(np.abs(mu), 1.0)
+    if not keep.any():
+        raise ValueError("every statistic is constant on the fit data")
+    # z = (t - mu) / sigma, constant columns dropped: [N, k'] and [M, k']
+    z_fit = (fit[:, keep] - mu[keep]) / sigma[keep]
+    z_x = (x[:, keep] - mu[keep]) / sigma[keep]
+    finite = np.isfinite(z_x).all(axis=1)
+    score = np.full(len(x), np.inf)
+    if joint:
+        eigenvalues = np.linalg.eigvalsh(np.atleast_2d(np.corrcoef(z_fit, rowvar=False)))
+        if eigenvalues.min() < 1e-10 * eigenvalues.max():
+            raise ValueError("the fit statistics are linearly dependent (e.g. log_px with "
+                             "log_pz and log_det): drop one of them")
+        kde = gaussian_kde(z_fit.T, bw_method="scott")
+        # s(x) = -log q_hat(z(x))
+        score[finite] = -kde.logpdf(z_x[finite].T)
+    else:
+        # s(x) = -sum_j log q_hat_j(z_j(x))
+        score[finite] = -sum(gaussian_kde(z_fit[:, j], bw_method="scott").logpdf(z_x[finite, j])
+                             for j in range(z_fit.shape[1]))
+    return score
+
+
+# --- evaluation -----------------------------------------------------------------------------
+
+
+def bootstrap_auroc(in_dist: np.ndarray, ood: np.ndarray, n_boot: int = 200,
+                    seed: int = 0) -> tuple[float, float, float]:
+    r"""AUROC and its 95% percentile bootstrap interval: each resample draws $n_-$ in-distribution
+    and $n_+$ OOD scores with replacement, independently. A resample is a count $c_v$ per
+    distinct score value $v$, so its AUROC is one weighted pass over sorted values (ties count
+    one half), vectorised over resamples."""
+    point = auroc(in_dist, ood)  # validates (NaN, empty sets)
+    a, b = np.asarray(in_dist, float), np.asarray(ood, float)
+    values, inverse = np.unique(np.r_[a, b], return_inverse=True)
+    u_in, u_ood = inverse[: len(a)], inverse[len(a):]
+    n_u = len(values)
+    rng = np.random.default_rng(seed)
+    boot = np.empty(n_boot)
+    chunk = max(1, _BOOT_CHUNK // max(n_u, len(a), len(b)))
+    for start in range(0, n_boot, chunk):
+        n_b = min(chunk, n_boot - start)
+        offset = (np.arange(n_b) * n_u)[:, None]
+        # c_in[r, v], c_ood[r, v]: draws of value v in resample r: [n_b, n_u]
+        c_in = np.bincount((u_in[rng.integers(0, len(a), (n_b, len(a)))] + offset).ravel(),
+                           minlength=n_b * n_u).reshape(n_b, n_u)
+        c_ood = np.bincount((u_ood[rng.integers(0, len(b), (n_b, len(b)))] + offset).ravel(),
+                            minlength=n_b * n_u).reshape(n_b, n_u)
+        # below[r, v] = in-distribution draws with a score < v
+        below = np.cumsum(c_in, axis=1) - c_in
+        # AUROC_r = sum_v c_ood[r, v] (below[r, v] + c_in[r, v] / 2) / (n_- n_+)
+        boot[start : start + n_b] = ((c_ood * (below + 0.5 * c_in)).sum(axis=1)
+                                     / (len(a) * len(b)))
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return point, float(lo), float(hi)
+
+
+def detection_row(in_dist: np.ndarray, ood: np.ndarray, n_boot: int = 200,
+                  seed: int = 0) -> dict[str, float]:
+    """AUROC with its bootstrap interval, AUPR and FPR at 95% TPR (OOD positive)."""
+    point, lo, hi = bootstrap_auroc(in_dist, ood, n_boot=n_boot, seed=seed)
+    return {"auroc": point, "auroc_lo": lo, "auroc_hi": hi, "aupr": aupr(in_dist, ood),
+            "fpr95": fpr_at_tpr(in_dist, ood)}
+
+
+def roc_curve(in_dist: np.ndarray, ood: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(FPR, TPR) of the ROC curve, via scikit-learn. scikit-learn rejects infinite scores;
+    the curve depends only on the order of the scores, so it is given their dense ranks
+    (ties kept), which places $+\\infty$ above every finite score as the metrics do."""
+    auroc(in_dist, ood)  # validates (NaN, empty sets)
+    a, b = np.asarray(in_dist, float), np.asarray(ood, float)
+    labels = np.r_[np.zeros(len(a)), np.ones(len(b))]
+    fpr, tpr, _ = skm.roc_curve(labels, rankdata(np.r_[a, b], method="dense"))
+    return fpr, tpr

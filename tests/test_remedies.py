@@ -1,0 +1,262 @@
+"""Remedy scores (typicality, input complexity, density of states) and their evaluation, on toy
+data whose answer is known; ood_lib.metrics against scikit-learn."""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn import metrics as skm
+
+from ood_lib.analysis import remedies
+from ood_lib.metrics import aupr, auroc, fpr_at_tpr
+
+# --- ood_lib.metrics against scikit-learn ---------------------------------------------------
+
+
+def _labels(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.r_[np.zeros(len(a)), np.ones(len(b))], np.r_[a, b]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_auroc_matches_sklearn_with_ties(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    a, b = rng.integers(0, 15, 203).astype(float), rng.integers(3, 18, 137).astype(float)
+    y, s = _labels(a, b)
+    assert auroc(a, b) == pytest.approx(skm.roc_auc_score(y, s), abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_aupr_matches_sklearn_with_and_without_ties(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(0, 1, 300), rng.normal(0.7, 1, 211)
+    assert aupr(a, b) == pytest.approx(skm.average_precision_score(*_labels(a, b)), abs=1e-12)
+    a, b = rng.integers(0, 15, 203).astype(float), rng.integers(3, 18, 137).astype(float)
+    assert aupr(a, b) == pytest.approx(skm.average_precision_score(*_labels(a, b)), abs=1e-12)
+    # infinite scores keep their rank
+    b[:5] = np.inf
+    finite = np.where(np.isinf(b), 1e6, b)
+    assert aupr(a, b) == pytest.approx(skm.average_precision_score(*_labels(a, finite)), abs=1e-12)
+
+
+def _sklearn_fpr_at(a: np.ndarray, b: np.ndarray, tpr_min: float) -> float:
+    fpr, tpr, _ = skm.roc_curve(*_labels(a, b), drop_intermediate=False)
+    return float(fpr[np.searchsorted(tpr, tpr_min - 1e-12, side="left")])
+
+
+@pytest.mark.parametrize("n_ood", [137, 141, 203, 999, 140, 200, 1000])
+def test_fpr95_is_the_first_roc_point_with_tpr_at_least_95_percent(n_ood: int) -> None:
+    rng = np.random.default_rng(n_ood)
+    a, b = rng.integers(0, 40, 311).astype(float), rng.integers(5, 45, n_ood).astype(float)
+    assert fpr_at_tpr(a, b) == pytest.approx(_sklearn_fpr_at(a, b, 0.95), abs=1e-12)
+    a, b = rng.normal(0, 1, 311), rng.normal(1, 1, n_ood)  # continuous scores, no ties
+    assert fpr_at_tpr(a, b) == pytest.approx(_sklearn_fpr_at(a, b, 0.95), abs=1e-12)
+
+
+def test_roc_curve_matches_sklearn_and_takes_infinity() -> None:
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0, 1, 50), rng.normal(1, 1, 40)
+    fpr, tpr = remedies.roc_curve(a, b)
+    sk_fpr, sk_tpr, _ = skm.roc_curve(*_labels(a, b))
+    np.testing.assert_allclose(fpr, sk_fpr)
+    np.testing.assert_allclose(tpr, sk_tpr)
+    # +inf ranks above everything: one infinite OOD score is caught at FPR 0
+    fpr, tpr = remedies.roc_curve(np.zeros(4), np.array([np.inf, -1.0]))
+    assert fpr[1] == 0.0 and tpr[1] == 0.5
+    area = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))  # trapezoid rule
+    assert area == pytest.approx(auroc(np.zeros(4), np.array([np.inf, -1.0])))
+
+
+# --- bootstrap ------------------------------------------------------------------------------
+
+
+def test_bootstrap_matches_brute_force_resamples() -> None:
+    """The counts-per-value formula gives the AUROC of each explicit resample (ties included):
+    recompute the resamples with the same generator calls and compare the percentiles."""
+    rng = np.random.default_rng(3)
+    a, b = rng.integers(0, 8, 40).astype(float), rng.integers(2, 10, 30).astype(float)
+    point, lo, hi = remedies.bootstrap_auroc(a, b, n_boot=50, seed=7)
+    gen = np.random.default_rng(7)
+    ia, ib = gen.integers(0, len(a), (50, len(a))), gen.integers(0, len(b), (50, len(b)))
+    brute = [auroc(a[i], b[j]) for i, j in zip(ia, ib, strict=True)]
+    assert point == auroc(a, b)
+    assert (lo, hi) == pytest.approx(tuple(np.percentile(brute, [2.5, 97.5])), abs=1e-12)
+
+
+def test_bootstrap_contains_point_narrows_and_is_deterministic() -> None:
+    rng = np.random.default_rng(0)
+    small = rng.normal(0, 1, 100), rng.normal(0.5, 1, 70)
+    large = rng.normal(0, 1, 10_000), rng.normal(0.5, 1, 7_000)
+    p_s, lo_s, hi_s = remedies.bootstrap_auroc(*small)
+    start = time.perf_counter()
+    p_l, lo_l, hi_l = remedies.bootstrap_auroc(*large, n_boot=200)
+    assert time.perf_counter() - start < 3.0  # ~0.5 s on a loaded 2-core machine
+    assert lo_s <= p_s <= hi_s and lo_l <= p_l <= hi_l
+    assert hi_l - lo_l < 0.3 * (hi_s - lo_s)
+    assert remedies.bootstrap_auroc(*small, seed=5) == remedies.bootstrap_auroc(*small, seed=5)
+    assert remedies.bootstrap_auroc(*small, seed=5) != remedies.bootstrap_auroc(*small, seed=6)
+
+
+def test_detection_row_keys_and_nan() -> None:
+    row = remedies.detection_row(np.arange(10.0), np.arange(10.0) + 100)
+    assert row == pytest.approx({"auroc": 1.0, "auroc_lo": 1.0, "auroc_hi": 1.0, "aupr": 1.0,
+                                 "fpr95": 0.0}, abs=1e-12)
+    with pytest.raises(ValueError, match="NaN"):
+        remedies.detection_row(np.array([np.nan, 1.0]), np.ones(3))
+
+
+# --- typicality -----------------------------------------------------------------------------
+
+
+def _gauss_log_px(x: np.ndarray) -> np.ndarray:
+    """log N(x; 0, I_d) per row: the 'model' is the in-distribution density itself."""
+    return -0.5 * x.shape[1] * math.log(2 * math.pi) - 0.5 * (x**2).sum(axis=1)
+
+
+def test_typicality_pieces_by_hand() -> None:
+    assert remedies.entropy_estimate(np.array([-1.0, -3.0])) == 2.0
+    np.testing.assert_array_equal(remedies.typicality_score(np.array([-1.0, -3.0]), 2.0), [1, 1])
+    with pytest.raises(ValueError, match="finite"):
+        remedies.entropy_estimate(np.array([-1.0, -np.inf]))
+    np.testing.assert_array_equal(remedies.nll(np.array([-2.0, 3.0])), [2.0, -3.0])
+
+
+@pytest.mark.parametrize("m", [1, 3, 10, 40])
+def test_typicality_batches_sample_without_replacement(m: int) -> None:
+    values = np.arange(40.0)  # distinct values: a batch's members are recoverable from them
+    rng = np.random.default_rng(0)
+    means = remedies.typicality_batches(values, m, 500, rng)
+    assert means.shape == (500,)
+    if m == 40:  # every batch is the whole set
+        np.testing.assert_allclose(means, values.mean())
+    # without replacement: a batch mean of M distinct integers lies in [sum 0..M-1, sum of top M]
+    assert means.min() >= (m - 1) / 2 and means.max() <= 39 - (m - 1) / 2
+    with pytest.raises(ValueError, match="between 1"):
+        remedies.typicality_batches(values, 41, 5, rng)
+
+
+def test_typicality_no_repeats_within_batch_directly() -> None:
+    rng = np.random.default_rng(1)
+    values = 2.0 ** np.arange(12)  # a batch's sum identifies its members (binary digits)
+    sums = remedies.typicality_batches(values, 5, 2_000, rng) * 5
+    bits = [bin(int(s)).count("1") for s in sums]
+    assert set(bits) == {5}
+
+
+def test_typicality_catches_too_likely_data_better_with_larger_m() -> None:
+    """In distribution: x ~ N(0, I_10), scored by that density. OOD: x ~ N(0, 0.8 I_10), which
+    the model finds *more* likely (the paper's phenomenon: raw NLL AUROC < 0.5). The batch
+    test catches it, better as M grows."""
+    rng = np.random.default_rng(0)
+    d = 10
+    fit = _gauss_log_px(rng.normal(0, 1, (4_000, d)))
+    test = _gauss_log_px(rng.normal(0, 1, (2_000, d)))
+    ood = _gauss_log_px(rng.normal(0, math.sqrt(0.8), (2_000, d)))
+    assert auroc(remedies.nll(test), remedies.nll(ood)) < 0.4
+    table = remedies.typicality_auroc(fit, test, ood, ms=(1, 5, 25, 100), n_batches=400)
+    assert list(table["M"]) == [1, 5, 25, 100]
+    assert np.all(np.diff(table["auroc"]) > 0)
+    assert table["auroc"].iloc[0] < 0.65 and table["auroc"].iloc[-1] > 0.97
+    assert (table["auroc_lo"] <= table["auroc"]).all()
+    assert (table["auroc"] <= table["auroc_hi"]).all()
+    assert table["H_hat (nats)"].iloc[0] == pytest.approx(remedies.entropy_estimate(fit))
+    again = remedies.typicality_auroc(fit, test, ood, ms=(25,), n_batches=400)
+    assert again["auroc"].iloc[0] == table["auroc"].iloc[2]  # seeded by (seed, M)
+
+
+def test_typicality_blind_spot_same_mean_lower_spread() -> None:
+    """Its known limit: OOD log p concentrated exactly at the entropy (same mean, no spread) is
+    *more* typical than in-distribution batches at every M."""
+    rng = np.random.default_rng(0)
+    fit, test = rng.normal(-5, 1, 4_000), rng.normal(-5, 1, 2_000)
+    ood = np.full(2_000, -5.0)
+    table = remedies.typicality_auroc(fit, test, ood, ms=(1, 10, 50), n_batches=300)
+    assert (table["auroc"] < 0.5).all()
+
+
+# --- input complexity -----------------------------------------------------------------------
+
+
+def _decode(data: bytes) -> np.ndarray:
+    decoded = np.asarray(Image.open(io.BytesIO(data)))
+    return decoded[None] if decoded.ndim == 2 else decoded.transpose(2, 0, 1)
+
+
+@pytest.mark.parametrize("codec", ["png", "webp"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_compression_is_lossless_and_counts_the_file(codec: str, channels: int) -> None:
+    rng = np.random.default_rng(channels)
+    noise = rng.integers(0, 256, (3, channels, 28, 28), dtype=np.uint8)
+    constant = np.full((3, channels, 28, 28), 0, np.uint8) + np.array(
+        [0, 117, 255], np.uint8)[:, None, None, None]
+    images = np.concatenate([noise, constant])
+    bits = remedies.compressed_bits(images, codec)
+    assert bits.shape == (6,) and bits.dtype == np.int64
+    for image, n_bits in zip(images, bits, strict=True):
+        data = remedies.encode(image, codec)
+        assert n_bits == 8 * len(data)
+        decoded = _decode(data)
+        # WebP stores grey as three equal channels; each must equal the input exactly
+        np.testing.assert_array_equal(decoded, np.broadcast_to(image, decoded.shape))
+    assert bits[3:].max() * 10 < bits[:3].min()  # constant << noise
+    assert bits[:3].min() > 8 * 28 * 28 * channels * 0.9  # noise is incompressible
+
+
+def test_compression_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="uint8"):
+        remedies.compressed_bits(np.zeros((1, 2, 4, 4), np.uint8), "png")
+    with pytest.raises(ValueError, match="uint8"):
+        remedies.compressed_bits(np.zeros((1, 1, 4, 4)), "png")
+    with pytest.raises(ValueError, match="codec"):
+        remedies.compressed_bits(np.zeros((1, 1, 4, 4), np.uint8), "jpeg")
+    assert "PNG" in remedies.compressor_id("png") and "zlib" in remedies.compressor_id("png")
+    monkeypatch.setattr(remedies.features, "check", lambda name: False)
+    with pytest.raises(RuntimeError, match="WebP"):
+        remedies.compressed_bits(np.zeros((1, 1, 4, 4), np.uint8), "webp")
+
+
+def test_complexity_score_by_hand() -> None:
+    # S = D * bpd - L: 4 * 2.0 - 5 = 3; 4 * 3.5 - 20 = -6; infinite bpd stays most OOD
+    s = remedies.complexity_score(np.array([2.0, 3.5, np.inf]), 4, np.array([5, 20, 7]))
+    np.testing.assert_array_equal(s, [3.0, -6.0, np.inf])
+    with pytest.raises(ValueError, match="shape"):
+        remedies.complexity_score(np.ones(2), 4, np.ones(3))
+    with pytest.raises(ValueError, match="NaN"):
+        remedies.complexity_score(np.array([np.nan]), 4, np.ones(1))
+
+
+# --- density of states ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("joint", [True, False])
+def test_dos_far_point_scores_higher(joint: bool) -> None:
+    rng = np.random.default_rng(0)
+    fit = rng.normal([100.0, -3.0], [10.0, 0.1], (500, 2))
+    own = remedies.dos_score(fit, fit[:50], joint=joint)
+    far = remedies.dos_score(fit, np.array([[100.0, -2.0], [160.0, -3.0]]), joint=joint)
+    assert far.min() > own.max()
+
+
+def test_dos_handles_constant_columns_infinity_and_nan() -> None:
+    rng = np.random.default_rng(0)
+    stats = rng.normal(0, 1, (300, 2))
+    x = rng.normal(0, 1, (20, 2))
+    with_constant = np.c_[stats, np.full(300, -7.5)]
+    np.testing.assert_allclose(remedies.dos_score(with_constant, np.c_[x, np.full(20, 3.0)]),
+                               remedies.dos_score(stats, x))
+    scores = remedies.dos_score(stats, np.array([[np.inf, 0.0], [0.0, 0.0]]))
+    assert scores[0] == np.inf and np.isfinite(scores[1])
+    with pytest.raises(ValueError, match="NaN"):
+        remedies.dos_score(stats, np.array([[np.nan, 0.0]]))
+    with pytest.raises(ValueError, match="NaN"):
+        remedies.dos_score(np.r_[stats, [[np.nan, 0.0]]], x)
+    with pytest.raises(ValueError, match="finite"):
+        remedies.dos_score(np.r_[stats, [[-np.inf, 0.0]]], x)
+    with pytest.raises(ValueError, match="linearly dependent"):
+        remedies.dos_score(np.c_[stats, stats.sum(axis=1)], np.c_[x, x.sum(axis=1)])
+    with pytest.raises(ValueError, match="constant"):
+        remedies.dos_score(np.ones((10, 2)), np.ones((1, 2)))
