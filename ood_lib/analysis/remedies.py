@@ -64,7 +64,7 @@ at 95% TPR from :mod:`ood_lib.metrics`; :func:`roc_curve` gives the curve for pl
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -73,13 +73,19 @@ from PIL import Image, features
 from scipy.stats import gaussian_kde, rankdata
 from sklearn import metrics as skm
 
+from ood_lib import scoring
 from ood_lib.metrics import aupr, auroc, fpr_at_tpr
+from ood_lib.models.base import DensityModel
+from ood_lib.scoring import EvalSet
 
 # Lossless encoder settings per codec: Pillow format name and save options.
 CODECS: dict[str, tuple[str, dict[str, object]]] = {
     "png": ("PNG", {"optimize": True, "compress_level": 9}),
-    "webp": ("WEBP", {"lossless": True, "quality": 100, "method": 6}),
+    # method 4 (of 0-6): on 32x32 CIFAR-10 images 2.6 ms and 1,785 bytes per image against
+    # 68 ms and 1,820 bytes with method 6 (measured here), so 6 buys nothing for small images
+    "webp": ("WEBP", {"lossless": True, "quality": 100, "method": 4}),
 }
+CODEC_NAMES = {"png": "PNG", "webp": "WebP"}
 # Bound on the elements of one bootstrap chunk (resamples x distinct scores): ~32 MB of int64.
 _BOOT_CHUNK = 4_000_000
 
@@ -338,3 +344,82 @@ def roc_curve(in_dist: np.ndarray, ood: np.ndarray) -> tuple[np.ndarray, np.ndar
     labels = np.r_[np.zeros(len(a)), np.ones(len(b))]
     fpr, tpr, _ = skm.roc_curve(labels, rankdata(np.r_[a, b], method="dense"))
     return fpr, tpr
+
+
+# --- the book's models ------------------------------------------------------------------------
+
+
+def set_bits(eval_set: EvalSet, codec: str, profile: str) -> np.ndarray:
+    """:func:`compressed_bits` of a scored set (uint8 in the model's geometry), cached by the
+    images' content and the compressor (codec, settings, library versions)."""
+    images = eval_set.images
+    key = {"images_sha256": scoring.images_sha256(images), "compressor": compressor_id(codec)}
+    return scoring.cached(profile, f"bits-{codec}-{key['images_sha256'][:16]}", key,
+                          lambda: {"bits": compressed_bits(images.numpy(), codec)})["bits"]
+
+
+# In-distribution images the density-of-states KDE is fitted on (the first of the fit set).
+DOS_FIT_IMAGES = 2_000
+
+
+def per_image_scores(model: DensityModel, fit: dict[str, np.ndarray], x: dict[str, np.ndarray],
+                     n_dims: int, bits: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every per-image score of one set (``x``: its cached scores), larger = more OOD:
+
+    - ``NLL``: bits/dim, the raw-likelihood baseline;
+    - ``typicality (M = 1)``: $|-\\log p(x) - \\hat H|$ with $\\hat H$ from ``fit``;
+    - ``complexity (<codec>)``: $S(x)$ with the set's compressed lengths ``bits[codec]``;
+    - ``density of states``: :func:`dos_score` of the model's additive parts (Glow:
+      $\\log p(z)$, $\\log|\\det|$; PixelCNN: per-channel log-probabilities; VAE: its ELBO parts
+      and importance-weighting gain), fitted on ``fit``.
+    """
+    parts = list(model.additive_parts)
+    out = {"NLL": x["bpd"],
+           "typicality (M = 1)": typicality_score(x["log_px"], entropy_estimate(fit["log_px"]))}
+    for codec, b in bits.items():
+        out[f"complexity ({CODEC_NAMES[codec]})"] = complexity_score(x["bpd"], n_dims, b)
+    # the KDE costs (fit rows) x (scored rows) kernel evaluations: fit on the first 2,000
+    fit_stats = np.stack([fit[p][:DOS_FIT_IMAGES] for p in parts], 1)
+    out["density of states"] = dos_score(fit_stats, np.stack([x[p] for p in parts], 1))
+    return out
+
+
+def _pair_label(pair: scoring.ScoredPair) -> str:
+    return f"{pair.sets['train'].label.removesuffix('-Train')} → {pair.sets['ood'].label}"
+
+
+def detection_table(pairs: Mapping[tuple[str, str], scoring.ScoredPair],
+                    bits: Mapping[tuple[str, str], dict[str, dict[str, np.ndarray]]],
+                    seed: int = 0) -> tuple[pd.DataFrame, dict]:
+    """Every per-image score of every (model, training set) on its test set against its OOD
+    set: one :func:`detection_row` each (``bits[run][role][codec]``: compressed lengths), and
+    the ROC curves, keyed by ``(run, method)``. The fit set is each model's scored train set."""
+    rows, curves = [], {}
+    for run, pair in pairs.items():
+        fit, test, ood = (pair.scores[r] for r in ("train", "test", "ood"))
+        model = pair.trained.model
+        s_test = per_image_scores(model, fit, test, pair.n_dims, bits[run]["test"])
+        s_ood = per_image_scores(model, fit, ood, pair.n_dims, bits[run]["ood"])
+        for method in s_test:
+            rows.append({"model": run[0], "pair": _pair_label(pair), "method": method,
+                         **detection_row(s_test[method], s_ood[method], seed=seed),
+                         "images (test / OOD)": f"{len(test['bpd']):,} / {len(ood['bpd']):,}"})
+            curves[(run, method)] = roc_curve(s_test[method], s_ood[method])
+    return pd.DataFrame(rows), curves
+
+
+def other_sets_table(pair: scoring.ScoredPair, sets: Sequence[EvalSet], profile: str,
+                     seed: int = 0) -> pd.DataFrame:
+    """AUROC of every per-image score (PNG as the compressor) of ``pair``'s model on each of
+    ``sets`` (other OOD sets, controls) against its test set, with each set's coverage."""
+    model, fit, test = pair.trained.model, pair.scores["train"], pair.scores["test"]
+    s_test = per_image_scores(model, fit, test, pair.n_dims,
+                              {"png": set_bits(pair.sets["test"], "png", profile)})
+    rows = []
+    for s in sets:
+        x = scoring.score(pair.trained, s, profile)
+        s_x = per_image_scores(model, fit, x, pair.n_dims, {"png": set_bits(s, "png", profile)})
+        rows += [{"set": s.label, "images": s.coverage, "method": method,
+                  "auroc": detection_row(s_test[method], s_x[method], seed=seed)["auroc"]}
+                 for method in s_test]
+    return pd.DataFrame(rows)
