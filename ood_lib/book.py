@@ -406,6 +406,13 @@ def record_timing(profile: str, name: str, seconds: float, **info: Any) -> None:
     path.write_text(json.dumps(timings, indent=1) + "\n")
 
 
+def read_timings(profile: str) -> dict[str, dict[str, Any]]:
+    """The chapters' wall times recorded by :func:`record_timing` for ``profile`` (chapter name
+    -> ``seconds``, ``finished``, ...); empty if none was recorded."""
+    path = executed_dir(profile) / "timings.json"
+    return json.loads(path.read_text()).get("chapters", {}) if path.exists() else {}
+
+
 def filter_toc(entry: Any, keep: set[str]) -> Any:
     """A copy of a toc (or part of one) without the entries whose ``file`` is not in ``keep``."""
     if isinstance(entry, list):
@@ -559,15 +566,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Wall-time budget of a whole build per profile on the project's 2-core machines (seconds):
+# `make book` on a fresh clone with the shipped checkpoints, and the smoke book inside CI.
+BUDGET_S = {"smoke": 10 * 60, "cpu": 20 * 60}
+
+
 def print_summary(profile: str, times: dict[str, float]) -> None:
-    """A table of the wall times of this run."""
+    """A table of the wall times of this run, each with its share of the total and, where the
+    profile has one, of the build's budget (:data:`BUDGET_S`)."""
     if not times:
         return
     width = max(map(len, times))
-    print(f"\n[book] wall time, profile {profile!r}:")
+    total = sum(times.values())
+    budget = BUDGET_S.get(profile)
+    head = f", budget {budget / 60:.0f} min" if budget else ""
+    print(f"\n[book] wall time, profile {profile!r}{head}:")
     for name, seconds in times.items():
-        print(f"  {name:<{width}}  {seconds:8.1f} s")
-    print(f"  {'total':<{width}}  {sum(times.values()):8.1f} s", flush=True)
+        share = f"  {100 * seconds / budget:5.1f}% of budget" if budget else ""
+        print(f"  {name:<{width}}  {seconds:8.1f} s  {100 * seconds / total:5.1f}%{share}")
+    verdict = "" if not budget else (" (within budget)" if total <= budget else " (OVER BUDGET)")
+    print(f"  {'total':<{width}}  {total:8.1f} s{verdict}", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -260,3 +260,33 @@ def test_dos_handles_constant_columns_infinity_and_nan() -> None:
         remedies.dos_score(np.c_[stats, stats.sum(axis=1)], np.c_[x, x.sum(axis=1)])
     with pytest.raises(ValueError, match="constant"):
         remedies.dos_score(np.ones((10, 2)), np.ones((1, 2)))
+
+
+def test_per_image_scores_follow_their_definitions() -> None:
+    """The chapter's per-image scores: NLL is bits/dim, typicality |-log p - H_hat|, complexity
+    D * bpd - L, density of states from the family's additive parts; larger = more OOD."""
+
+    class _Model:
+        additive_parts = ("log_pz", "log_det")
+
+    rng = np.random.default_rng(0)
+
+    def scores(n: int, shift: float) -> dict[str, np.ndarray]:
+        log_pz, log_det = rng.normal(shift, 1, n), rng.normal(-shift, 2, n)
+        log_px = log_pz + log_det
+        return {"log_px": log_px, "log_pz": log_pz, "log_det": log_det,
+                "bpd": -log_px / (4 * np.log(2)) + 8}
+
+    fit, x = scores(500, 0.0), scores(50, 3.0)
+    bits = {"png": rng.uniform(10, 20, 50)}
+    out = remedies.per_image_scores(_Model(), fit, x, 4, bits)
+    np.testing.assert_array_equal(out["NLL"], x["bpd"])
+    np.testing.assert_allclose(out["typicality (M = 1)"], np.abs(-x["log_px"] + fit["log_px"].mean()))
+    np.testing.assert_allclose(out["complexity (PNG)"], 4 * x["bpd"] - bits["png"])
+    stats = np.stack([fit["log_pz"], fit["log_det"]], 1)
+    np.testing.assert_allclose(out["density of states"],
+                               remedies.dos_score(stats, np.stack([x["log_pz"], x["log_det"]], 1)))
+    # the shifted set sits away from the fit cloud: density of states flags it
+    inside = remedies.per_image_scores(_Model(), fit, scores(50, 0.0), 4,
+                                       {"png": bits["png"]})["density of states"]
+    assert np.median(out["density of states"]) > np.median(inside)
