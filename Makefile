@@ -27,6 +27,7 @@ venv: $(STAMP)
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -r requirements.txt
+	$(BIN)/python -m pip install --no-deps --no-build-isolation -e .  # the ood-score command
 	touch $@
 
 book: $(STAMP)

@@ -490,8 +490,8 @@ def run(args: argparse.Namespace) -> Path:
           f"checkpoint {trained.key}); images converted to {kind}.")
     print(f"Scored {n:,} image(s) from {args.path}; skipped {len(loaded.skipped):,} unreadable"
           + (f"; ignored {loaded.ignored:,} non-image file(s)" if loaded.ignored else "") + ".")
-    print(f"Reference: {test.label}, {test.coverage} (--test-images {args.test_images:,}); "
-          f"H_hat from {train.label}, {train.coverage}: {h_hat:,.1f} nats.")
+    print(f"Reference (--test-images {args.test_images:,}): {test.label}, {test.coverage}; "
+          f"H_hat = {h_hat:,.1f} nats from {train.label}, {train.coverage}.")
     mean_user, inf_user = scoring.finite_mean(user["bpd"])
     mean_test, inf_test = scoring.finite_mean(ref["bpd"])
     inf_note = (f" ({inf_user} of yours, {inf_test} of the test set infinite, left out)"
