@@ -11,7 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from ood_lib.models.glow import ActNorm
 from ood_lib.paths import PROJECT_ROOT
 
 
@@ -77,3 +79,16 @@ def tmp_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., P
         return root
 
     return make
+
+
+def perturb(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Move every parameter off its (often trivial) initial value and mark actnorm initialised,
+    so that tests of a freshly built model are not vacuous."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.2 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+        for m in module.modules():
+            if isinstance(m, ActNorm):
+                m.initialized.fill_(True)
+    return module

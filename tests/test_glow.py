@@ -19,18 +19,7 @@ from ood_lib.models.glow import (
     squeeze,
     unsqueeze,
 )
-
-
-def _perturb(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Move every parameter off its (often trivial) initial value, so tests are not vacuous."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(0.2 * torch.randn(p.shape, generator=g, dtype=p.dtype))
-        for m in module.modules():
-            if isinstance(m, ActNorm):
-                m.initialized.fill_(True)
-    return module
+from tests.conftest import perturb
 
 
 def _layers(channels: int = 4) -> dict[str, torch.nn.Module]:
@@ -53,7 +42,7 @@ def _small_glow(**kw) -> Glow:
 
 @pytest.mark.parametrize("name", list(_layers()))
 def test_layer_inverts(name: str) -> None:
-    layer = _perturb(_layers()[name])
+    layer = perturb(_layers()[name])
     x = torch.randn(5, 4, 6, 6)
     y, _ = layer(x)
     assert not torch.allclose(y, x, atol=1e-3), "layer should not be the identity after perturbing"
@@ -68,7 +57,7 @@ def _autograd_log_det(f, x: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("name", list(_layers()))
 def test_layer_log_det_matches_autograd_jacobian(name: str) -> None:
-    layer = _perturb(_layers()[name]).double()
+    layer = perturb(_layers()[name]).double()
     x = torch.randn(1, 4, 3, 3, dtype=torch.float64)
     _, log_det = layer(x)
     expected = _autograd_log_det(lambda v: layer(v)[0], x)
@@ -77,7 +66,7 @@ def test_layer_log_det_matches_autograd_jacobian(name: str) -> None:
 
 @pytest.mark.parametrize("additive", [False, True])
 def test_full_glow_inverts_and_log_det_matches_jacobian(additive: bool) -> None:
-    model = _perturb(_small_glow(additive=additive)).double()
+    model = perturb(_small_glow(additive=additive)).double()
     x = torch.rand(1, 1, 4, 4, dtype=torch.float64) - 0.5
     out = model(x)
     torch.testing.assert_close(model.inverse(out.zs), x, atol=1e-10, rtol=1e-10)
@@ -90,7 +79,7 @@ def test_full_glow_inverts_and_log_det_matches_jacobian(additive: bool) -> None:
 
 
 def test_constant_volume_glow_has_input_independent_log_det() -> None:
-    model = _perturb(_small_glow(additive=True))
+    model = perturb(_small_glow(additive=True))
     out = model(torch.rand(8, 1, 4, 4) - 0.5)
     assert torch.allclose(out.log_det, out.log_det[0].expand(8))
 
@@ -131,7 +120,7 @@ def test_squeeze_is_inverted_by_unsqueeze() -> None:
 
 
 def test_sampling_shape_and_temperature() -> None:
-    model = _perturb(_small_glow())
+    model = perturb(_small_glow())
     g = torch.Generator().manual_seed(0)
     cold = model.sample(16, temperature=0.0, generator=g)
     assert cold.shape == (16, 1, 4, 4)
@@ -154,7 +143,7 @@ def test_bad_inputs_raise_clear_errors() -> None:
 def test_per_level_and_per_layer_parts_sum_to_the_two_terms(additive: bool) -> None:
     """FlowOutput.parts split log_det by level and layer type and log_pz by level, from the
     same forward pass; they add up to log_det and log_pz."""
-    model = _perturb(_small_glow(additive=additive, levels=3, image_size=8)).double()
+    model = perturb(_small_glow(additive=additive, levels=3, image_size=8)).double()
     out = model(torch.rand(6, 1, 8, 8, dtype=torch.float64) - 0.5)
     expected = {f"log_det.L{level}.{kind}" for level in (1, 2, 3)
                 for kind in ("actnorm", "invconv", "coupling")}
@@ -170,7 +159,7 @@ def test_per_level_and_per_layer_parts_sum_to_the_two_terms(additive: bool) -> N
 
 def test_actnorm_and_invconv_log_dets_do_not_depend_on_the_input() -> None:
     """Their OOD - test gap is exactly zero: identical values for any two inputs."""
-    model = _perturb(_small_glow(levels=2, image_size=8))
+    model = perturb(_small_glow(levels=2, image_size=8))
     a = model(torch.rand(5, 1, 8, 8) - 0.5).parts
     b = model(0.1 * torch.randn(5, 1, 8, 8)).parts
     for name in a:
@@ -181,7 +170,7 @@ def test_actnorm_and_invconv_log_dets_do_not_depend_on_the_input() -> None:
 
 
 def test_constant_volume_glow_coupling_parts_are_zero() -> None:
-    model = _perturb(_small_glow(additive=True, levels=2, image_size=8))
+    model = perturb(_small_glow(additive=True, levels=2, image_size=8))
     out = model(torch.rand(4, 1, 8, 8) - 0.5)
     for name, value in out.parts.items():
         if name.endswith(".coupling"):

@@ -26,22 +26,10 @@ from ood_lib.analysis.second_order import (
 )
 from ood_lib.models.glow import ActNorm, Glow, GlowConfig, InvConv1x1, squeeze
 from ood_lib.transforms import dequantize
+from tests.conftest import perturb
 
 F64 = torch.float64
 LOG_2PI = math.log(2 * math.pi)
-
-
-def _perturb(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Move every parameter off its initial value and mark actnorm initialised (as
-    tests/test_glow.py does), so the tests are not vacuous."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(0.2 * torch.randn(p.shape, generator=g, dtype=p.dtype))
-        for m in module.modules():
-            if isinstance(m, ActNorm):
-                m.initialized.fill_(True)
-    return module
 
 
 def _spd(d: int, g: torch.Generator) -> Tensor:
@@ -170,7 +158,7 @@ def test_gap_refuses_expansions_around_different_points() -> None:
 def test_hvp_hessian_of_tiny_glow_matches_autograd(additive: bool) -> None:
     torch.manual_seed(0)
     cfg = GlowConfig(in_channels=1, image_size=4, levels=2, steps=2, hidden=8, additive=additive)
-    model = _perturb(Glow(cfg))
+    model = perturb(Glow(cfg))
     f = log_density(model)
     x0 = torch.rand(16, generator=torch.Generator().manual_seed(2), dtype=F64) - 0.5
     d = derivatives(f, x0, chunk=5)
@@ -229,7 +217,7 @@ def test_closed_form_on_squeezed_maps_is_the_hvp_form_of_a_level_one_glow() -> N
             if isinstance(m, ActNorm):
                 m.initialized.fill_(True)  # bias 0, logs 0: the identity
             if isinstance(m, InvConv1x1):  # move off a rotation, so ||M[:, c]||^2 != 1
-                _perturb(m, seed=5)
+                perturb(m, seed=5)
         model.double()  # float64 weights and log sigma, as the float64 copy computes them
         model.top_log_std.fill_(math.log(sigma))
     var_q, var_p = _variance_maps((1, 4, 4), 6)
@@ -301,7 +289,7 @@ def test_log_density_needs_a_continuous_model() -> None:
 
 def test_derivatives_leave_the_callers_model_unchanged() -> None:
     torch.manual_seed(0)
-    model = _perturb(Glow(GlowConfig(in_channels=1, image_size=4, levels=2, steps=1, hidden=8)))
+    model = perturb(Glow(GlowConfig(in_channels=1, image_size=4, levels=2, steps=1, hidden=8)))
     model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     d = derivatives(log_density(model), torch.zeros(16, dtype=F64), chunk=8)
