@@ -414,14 +414,19 @@ def read_timings(profile: str) -> dict[str, dict[str, Any]]:
 
 
 def filter_toc(entry: Any, keep: set[str]) -> Any:
-    """A copy of a toc (or part of one) without the entries whose ``file`` is not in ``keep``."""
+    """A copy of a toc (or part of one) without the entries whose ``file`` is not in ``keep``,
+    and without the parts left with no chapter (jupyter-book rejects an empty part)."""
     if isinstance(entry, list):
         kept = [filter_toc(item, keep) for item in entry]
         return [item for item in kept if item is not None]
     if isinstance(entry, dict):
         if "file" in entry and entry["file"] not in keep:
             return None
-        return {key: filter_toc(value, keep) for key, value in entry.items()}
+        kept = {key: filter_toc(value, keep) for key, value in entry.items()}
+        if "chapters" in kept and "file" not in kept and not kept["chapters"]:
+            return None  # a part whose chapters were all left out
+        return {key: value for key, value in kept.items()
+                if not (key in ("parts", "sections") and value == [])}
     return entry
 
 

@@ -71,10 +71,15 @@ def test_toc_docnames_walks_parts_and_sections() -> None:
         "parts": [{"caption": "P", "chapters": [{"file": "b", "sections": [{"file": "c"}]}]}],
     }
     assert book.toc_docnames(toc) == ["a", "b", "c"]
-    assert book.filter_toc(toc, {"a", "c"}) == {
-        "root": "a",
-        "parts": [{"caption": "P", "chapters": []}],
-    }
+    assert book.filter_toc(toc, {"a", "b"}) == {
+        "root": "a", "parts": [{"caption": "P", "chapters": [{"file": "b"}]}]}
+    # a part left without chapters is dropped (jupyter-book rejects empty parts), and so is
+    # an empty list of parts
+    two = {"root": "a", "parts": [{"caption": "P", "chapters": [{"file": "b"}]},
+                                  {"caption": "Q", "chapters": [{"file": "d"}]}]}
+    assert book.filter_toc(two, {"a", "d"}) == {
+        "root": "a", "parts": [{"caption": "Q", "chapters": [{"file": "d"}]}]}
+    assert book.filter_toc(toc, {"a", "c"}) == {"root": "a"}
 
 
 def test_missing_toc_file_is_a_clear_error(tmp_path: Path) -> None:
