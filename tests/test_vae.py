@@ -239,3 +239,10 @@ def test_iw_curve_is_the_bound_on_nested_samples() -> None:
             expected = model.iw_bound(x, k, eps=eps[:, :k].contiguous())["log_px"]
             torch.testing.assert_close(curve[:, j], expected)
         torch.testing.assert_close(curve[:, 2], model.iw_bound(x, 16)["log_px"])
+
+
+def test_iw_curve_keeps_no_autograd_graph() -> None:
+    """A k = 1,000 curve decodes 1,000 samples per image: it must not hold their graph."""
+    model = _vae(double=False, image_size=28)
+    curve = model.iw_curve(_images(2, (1, 28, 28)), [1, 8])
+    assert not curve.requires_grad

@@ -264,6 +264,7 @@ class VAE(DensityModel):
         # log w_i = log p(x|z_i) + log p(z_i) - log q(z_i|x)
         return log_pxz + log_ratio, log_pxz, log_ratio
 
+    @torch.no_grad()
     def iw_curve(self, x: Tensor, ks: Sequence[int]) -> Tensor:
         """L_k for each k in ``ks`` (float64 ``[B, len(ks)]``) on *nested* samples: the first k
         of the per-image seeded noise of the largest k, so one set of max(ks) decoder passes
