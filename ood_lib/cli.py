@@ -32,7 +32,7 @@ these steps, in this order; the CSV's ``converted`` column says which ones each 
    black: c' = round(c a/255 + b (1 - a/255)) with b = 255 or 0, computed exactly as
    (c a + b (255 - a) + 127) // 255.
 4. Channels. For a grey model, colour becomes grey by ITU-R BT.601 luma,
-   Y = (299 R + 587 G + 114 B + 500) // 1000 (the book's rule, transforms.rgb32_to_grey28);
+   Y = (299 R + 587 G + 114 B + 500) // 1000 (the book's rule, transforms.luma);
    for an RGB model, grey becomes RGB by repeating the channel three times.
 5. Size. The shorter side is resized to the target s (28 grey, 32 RGB) and the longer side
    in proportion (rounded, at least s), with Pillow's bilinear filter (which antialiases when
@@ -87,7 +87,7 @@ import torch
 from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
-from ood_lib import data, profiles, registry, scoring
+from ood_lib import data, profiles, registry, scoring, transforms
 from ood_lib.analysis import remedies
 from ood_lib.likelihood import evaluate
 from ood_lib.scoring import EvalSet
@@ -125,14 +125,6 @@ def composite_alpha(colour: np.ndarray, alpha: np.ndarray, background: int) -> n
     a = alpha.astype(np.int64)[..., None]
     # c' = floor((c a + b (255 - a) + 127) / 255)
     return ((c * a + background * (255 - a) + 127) // 255).astype(np.uint8)
-
-
-def luma_bt601(rgb: np.ndarray) -> np.ndarray:
-    """uint8 ``(H, W, 3)`` -> ``(H, W)``: ``Y = floor((299 R + 587 G + 114 B + 500) / 1000)``
-    (BT.601, rounded half up; a grey pixel keeps its level)."""
-    x = rgb.astype(np.int64)
-    # Y = 0.299 R + 0.587 G + 0.114 B, rounded
-    return ((299 * x[..., 0] + 587 * x[..., 1] + 114 * x[..., 2] + 500) // 1000).astype(np.uint8)
 
 
 Box = tuple[int, int, int, int]
@@ -192,7 +184,7 @@ def to_channels(x: np.ndarray, channels: int) -> tuple[np.ndarray, list[str]]:
     if x.shape[-1] == channels:
         return x, []
     if channels == 1:
-        return luma_bt601(x)[..., None], ["RGB->L (BT.601 luma)"]
+        return transforms.luma(x)[..., None], ["RGB->L (BT.601 luma)"]
     return np.repeat(x, 3, axis=-1), ["L->RGB (channel repeated)"]
 
 

@@ -110,16 +110,20 @@ def grey28_to_rgb32(x: np.ndarray) -> np.ndarray:
     return np.repeat(padded, 3, axis=3)
 
 
-def rgb32_to_grey28(x: np.ndarray) -> np.ndarray:
-    """uint8 (N, 32, 32, 3) -> (N, 28, 28, 1): BT.601 luma, rounded half up, centre 28x28 crop.
+def luma(rgb: np.ndarray) -> np.ndarray:
+    """uint8 RGB ``(..., 3)``, channels last -> uint8 ``(...)``: BT.601 luma rounded half up,
+    computed in integers, Y = floor((299 R + 587 G + 114 B + 500) / 1000), so a grey pixel
+    (R = G = B = v) maps to exactly v. The book's one colour -> grey rule."""
+    x = np.asarray(rgb).astype(np.int32)
+    # Y = 0.299 R + 0.587 G + 0.114 B, rounded
+    return ((299 * x[..., 0] + 587 * x[..., 1] + 114 * x[..., 2] + 500) // 1000).astype(np.uint8)
 
-    Computed in integers, Y = floor((299 R + 587 G + 114 B + 500) / 1000), so a grey pixel
-    (R = G = B = v) maps to exactly v and ``rgb32_to_grey28(grey28_to_rgb32(x)) == x``.
-    """
+
+def rgb32_to_grey28(x: np.ndarray) -> np.ndarray:
+    """uint8 (N, 32, 32, 3) -> (N, 28, 28, 1): :func:`luma` of the centre 28x28 crop, so that
+    ``rgb32_to_grey28(grey28_to_rgb32(x)) == x``."""
     _check_images(x, (32, 32, 3), "rgb32_to_grey28")
-    crop = x[:, 2:30, 2:30, :].astype(np.int32)
-    luma = (299 * crop[..., 0] + 587 * crop[..., 1] + 114 * crop[..., 2] + 500) // 1000
-    return luma.astype(np.uint8)[..., None]
+    return luma(x[:, 2:30, 2:30, :])[..., None]
 
 
 def _check_shape(shape: Sequence[int]) -> tuple[int, int, int]:

@@ -247,9 +247,9 @@ def test_alpha_over_white_and_black() -> None:
 
 def test_luma_for_rgb_to_grey() -> None:
     primaries = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255], [77, 77, 77]]], np.uint8)
-    assert cli.luma_bt601(primaries).tolist() == [[76, 150, 29, 77]]
+    assert transforms.luma(primaries).tolist() == [[76, 150, 29, 77]]
     x = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(cli.luma_bt601(x)[2:30, 2:30],
+    np.testing.assert_array_equal(transforms.luma(x)[2:30, 2:30],
                                   transforms.rgb32_to_grey28(x[None])[0, ..., 0])
     grey, notes = cli.to_channels(x, 1)
     assert grey.shape == (32, 32, 1) and notes == ["RGB->L (BT.601 luma)"]

@@ -82,7 +82,7 @@ from torch import Tensor
 from torch.func import grad, jvp, vmap
 from tqdm.auto import tqdm
 
-from ood_lib import scoring
+from ood_lib import scoring, transforms
 from ood_lib.likelihood import evaluate
 from ood_lib.models.glow import squeeze
 from ood_lib.scoring import ScoredPair
@@ -364,16 +364,13 @@ def contrast(images: Tensor, a: float, mean: Tensor) -> Tensor:
 
 
 def grey(images: Tensor) -> Tensor:
-    """uint8 RGB ``[N, 3, H, W]`` -> BT.601 luma $Y = 0.299 R + 0.587 G + 0.114 B$, rounded half
-    up, replicated to three channels (uint8, same shape). Integer arithmetic, the rule of
-    :func:`ood_lib.transforms.rgb32_to_grey28` (which also crops and keeps one channel)."""
+    """uint8 RGB ``[N, 3, H, W]`` -> BT.601 luma $Y = 0.299 R + 0.587 G + 0.114 B$
+    (:func:`ood_lib.transforms.luma`), replicated to three channels (uint8, same shape)."""
     _check_uint8(images, "grey")
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"grey expects RGB images [N, 3, H, W], got {list(images.shape)}")
-    rgb = images.to(torch.int32)
-    # Y = floor((299 R + 587 G + 114 B + 500) / 1000)
-    y = (299 * rgb[:, 0] + 587 * rgb[:, 1] + 114 * rgb[:, 2] + 500) // 1000  # [N, H, W]
-    return y.to(torch.uint8)[:, None].expand_as(images).contiguous()
+    y = torch.from_numpy(transforms.luma(images.permute(0, 2, 3, 1).numpy()))  # [N, H, W]
+    return y[:, None].expand_as(images).contiguous()
 
 
 # --------------------------------------------------------------------------- trained models

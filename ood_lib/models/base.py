@@ -49,7 +49,7 @@ class DensityModel(nn.Module):
         """Mean training objective of a prepared batch, in bits/dim (scalar). By default the
         exact negative log-likelihood; a latent-variable model returns a bound."""
         log_px = self.log_prob_parts(x)["log_px"]
-        return self.bits_per_dim(log_px, x[0].numel(), self.n_bits).mean()
+        return self.bits_per_dim(log_px, x[0].numel()).mean()
 
     # The bit depth of the integer images this model is trained on (set by the registry).
     n_bits: int = 8
@@ -69,8 +69,7 @@ class DensityModel(nn.Module):
             return dequantize(x, self.n_bits, generator=generator)
         return x >> (8 - self.n_bits)
 
-    def bits_per_dim(self, log_px: Tensor | np.ndarray, n_dims: int, n_bits: int | None = None):
+    def bits_per_dim(self, log_px: Tensor | np.ndarray, n_dims: int):
         """bits/dim of ``log_px`` (nats): ``+ n_bits`` for a continuous model, nothing more for a
         discrete one."""
-        n = self.n_bits if n_bits is None else n_bits
-        return bits_per_dim(log_px, n_dims, n if self.likelihood == "continuous" else 0)
+        return bits_per_dim(log_px, n_dims, self.n_bits if self.likelihood == "continuous" else 0)
