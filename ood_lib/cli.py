@@ -54,7 +54,11 @@ cached. Three OOD scores, each oriented larger = more OOD (:mod:`ood_lib.analysi
 - ``typicality``: the typicality test with batches of M = 1, |-log p(x) - H_hat| in nats,
   with H_hat the mean -log p of the first ``--test-images`` images of the model's *train* set;
 - ``complexity_png``: input complexity S(x) = D bpd(x) - L(x) in bits (D = C H W), with L(x)
-  the PNG size (``png_bits``, the whole file) of the image exactly as the model saw it.
+  the PNG size (``png_bits``, the whole file) of the image exactly as the model saw it;
+- for a Glow, where its companions are shipped (:mod:`ood_lib.ensemble`): ``likelihood_ratio``,
+  log p_bg(x) - log p(x) in nats with the background Glow, and ``waic``, -WAIC(x) over the
+  Glow's seed ensemble (Fashion-MNIST and notMNIST). A missing companion leaves its score out
+  with a note; it is never trained.
 
 For each, the AUROC of your images (the positive class) against the test set, with a 95%
 bootstrap interval (:func:`ood_lib.analysis.remedies.detection_row`): 0.5 = no different from
@@ -64,9 +68,10 @@ is wide: an AUROC needs at least a few images to mean anything.
 
 The per-image CSV (``--out``, default ``ood_scores.csv`` in the current folder) has columns
 ``file, width, height, mode, converted, bpd, log_px_nats, typicality, complexity_png,
-png_bits``; ``width``, ``height`` and ``mode`` are the image's as stored in the file (before
-orientation). It is written to a temporary file in the same folder and moved into place with
-``os.replace``: a run that fails leaves no CSV, nor any part of one.
+png_bits`` and, where available, ``likelihood_ratio`` and ``waic``; ``width``, ``height``
+and ``mode`` are the image's as stored in the file (before orientation). It is written to a
+temporary file in the same folder and moved into place with ``os.replace``: a run that fails
+leaves no CSV, nor any part of one.
 
 Exit status: 0 on success; 2 on a usage error, an unknown model or dataset, a missing
 checkpoint or data file, or no readable image (the message, no traceback).
@@ -87,8 +92,9 @@ import torch
 from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
-from ood_lib import data, profiles, registry, scoring, transforms
+from ood_lib import data, ensemble, profiles, registry, scoring, transforms
 from ood_lib.analysis import remedies
+from ood_lib.ensemble import Companions
 from ood_lib.likelihood import evaluate
 from ood_lib.scoring import EvalSet
 
@@ -362,8 +368,10 @@ def _finite(values: np.ndarray) -> np.ndarray:
 
 
 def score_images(trained: registry.TrainedModel, x: np.ndarray, test: EvalSet, train: EvalSet,
-                 profile: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], float]:
-    """Per-image scores of the user's images ``x`` (NHWC) and of the test set, and H_hat."""
+                 profile: str, bundle: Companions
+                 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], float]:
+    """Per-image scores of the user's images ``x`` (NHWC) and of the test set, and H_hat;
+    the likelihood ratio and WAIC where ``bundle`` has the models they need."""
     images = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
     n_dims = int(np.prod(images.shape[1:]))
     show = len(images) >= PROGRESS_MIN_IMAGES
@@ -372,6 +380,8 @@ def score_images(trained: registry.TrainedModel, x: np.ndarray, test: EvalSet, t
     fit = scoring.score(trained, train, profile)["log_px"]
     # H_hat = -(1/N) sum_n log p(x_n) over the train images (finite ones)
     h_hat = remedies.entropy_estimate(_finite(fit))
+    more = {"user": _companion_log_px(bundle, images, user["log_px"]),
+            "test": bundle.log_px(test, profile, ref["log_px"])}
     out = {}
     for name, scores, imgs, set_name in ((("user", user, images, None)),
                                           ("test", ref, test.images, test.name)):
@@ -386,13 +396,34 @@ def score_images(trained: registry.TrainedModel, x: np.ndarray, test: EvalSet, t
             "complexity_png": remedies.complexity_score(scores["bpd"], n_dims, bits),
             "png_bits": bits,
         }
+        if "log_px_bg" in more[name]:
+            # s(x) = log p_bg(x) - log p(x)
+            out[name]["likelihood_ratio"] = remedies.likelihood_ratio(scores["log_px"],
+                                                                      more[name]["log_px_bg"])
+        if "log_px_members" in more[name]:
+            # s(x) = -WAIC(x) = Var_m log p_m(x) - E_m log p_m(x)
+            out[name]["waic"] = remedies.waic_score(more[name]["log_px_members"])
     return out["user"], out["test"], h_hat
+
+
+def _companion_log_px(bundle: Companions, images: torch.Tensor,
+                      own_log_px: np.ndarray) -> dict[str, np.ndarray]:
+    """:meth:`Companions.log_px` for the user's images (not cached: they are not a book set)."""
+    out = {}
+    if bundle.background is not None:
+        out["log_px_bg"] = evaluate(bundle.background.model, images)["log_px"]
+    if bundle.members:
+        out["log_px_members"] = np.stack(
+            [own_log_px] + [evaluate(m.model, images)["log_px"] for m in bundle.members])
+    return out
 
 
 SCORES = {  # CSV column -> how the summary names it
     "bpd": "nll (bits/dim)",
     "typicality": "typicality (M = 1)",
     "complexity_png": "input complexity S (PNG)",
+    "likelihood_ratio": "likelihood ratio",
+    "waic": "-WAIC (seed ensemble)",
 }
 
 
@@ -474,7 +505,13 @@ def run(args: argparse.Namespace) -> Path:
         raise UsageError(str(exc)) from exc
     test = _reference(sets, "test", args.model, args.profile, args.test_images)
     train = _reference(sets, "train", args.model, args.profile, args.test_images)
-    user, ref, h_hat = score_images(trained, loaded.images, test, train, args.profile)
+    try:
+        bundle = ensemble.companions(args.model, args.dataset, args.profile, args.data_root,
+                                     allow_training=False)
+        missing = ""
+    except registry.CheckpointError as exc:
+        bundle, missing = ensemble.Companions(), str(exc).split(". ", 1)[0]
+    user, ref, h_hat = score_images(trained, loaded.images, test, train, args.profile, bundle)
 
     n = len(loaded.rows)
     kind = f"{channels}x{size}x{size} {'RGB' if channels == 3 else 'grey'}"
@@ -493,16 +530,19 @@ def run(args: argparse.Namespace) -> Path:
           "\nwith a 95% bootstrap interval (0.5 = indistinguishable, 1 = all yours score higher,"
           "\nbelow 0.5 = yours look more in-distribution than the test set):")
     for column, label in SCORES.items():
-        row = remedies.detection_row(ref[column], user[column])
-        print(f"  {label:<26} {_fmt_auroc(row)}")
+        if column in user:
+            print(f"  {label:<26} {_fmt_auroc(remedies.detection_row(ref[column], user[column]))}")
+    if missing:
+        print(f"  Likelihood ratio and WAIC left out: {missing}.")
     if n < FEW_IMAGES:
         print(f"  Note: AUROC needs at least a few images; with {n} the interval is wide and "
               "the value says little.")
 
     frame = pd.DataFrame(loaded.rows)
-    for column in CSV_COLUMNS[5:]:
+    columns = CSV_COLUMNS + [c for c in SCORES if c in user and c not in CSV_COLUMNS]
+    for column in columns[5:]:
         frame[column] = user[column]
-    write_csv_atomic(frame[CSV_COLUMNS], out)
+    write_csv_atomic(frame[columns], out)
     print(f"\nPer-image scores ({n:,} rows): {out}")
     return out
 

@@ -48,7 +48,7 @@ import torch
 from ood_lib import data, distributed, paths, profiles
 from ood_lib.models import glow, pixelcnn, vae
 from ood_lib.models.base import DensityModel
-from ood_lib.train import LOG_FILE, STATE_FILE, TrainConfig, train
+from ood_lib.train import LOG_FILE, STATE_FILE, TrainConfig, TrainResult, train
 
 
 @dataclass(frozen=True)
@@ -99,14 +99,15 @@ def model_config(model: str, dataset: str, profile: str) -> dict:
     return family.config_cls(**kwargs).to_dict()
 
 
-def train_config(model: str, dataset: str, profile: str) -> TrainConfig:
+def train_config(model: str, dataset: str, profile: str, noise_fraction: float = 0.0) -> TrainConfig:
     """The training configuration: the profile's, with the family's ``cpu`` step budget and,
-    outside ``smoke``, its overrides."""
+    outside ``smoke``, its overrides; ``noise_fraction`` > 0 for a likelihood-ratio background
+    model (:mod:`ood_lib.background`)."""
     family = _family(model)
-    config = profiles.train_config(dataset, profile, family.cpu_steps)
-    if profile == "smoke" or not family.train_overrides:
-        return config
-    return TrainConfig(**{**config.to_dict(), **family.train_overrides})
+    config = profiles.train_config(dataset, profile, family.cpu_steps).to_dict()
+    if profile != "smoke":
+        config.update(family.train_overrides)
+    return TrainConfig(**config, noise_fraction=noise_fraction)
 
 
 class CheckpointError(RuntimeError):
@@ -122,10 +123,12 @@ def training_allowed(profile: str) -> bool:
     return profile == "smoke" or os.environ.get(TRAIN_MISSING_ENV) == "1"
 
 
-def train_command(model: str, dataset: str, profile: str, seed: int = 0) -> str:
+def train_command(model: str, dataset: str, profile: str, seed: int = 0,
+                  noise_fraction: float = 0.0) -> str:
     """The shell command that trains one model (quoted in errors)."""
     return (f"python -m ood_lib.registry train --profile {profile} --model {model} "
-            f"--dataset {dataset}" + (f" --seed {seed}" if seed else ""))
+            f"--dataset {dataset}" + (f" --seed {seed}" if seed else "")
+            + (f" --noise-fraction {noise_fraction}" if noise_fraction else ""))
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,12 @@ class ModelSpec:
     model_config: dict
     train_config: TrainConfig
     train_data: dict
+
+    @property
+    def command(self) -> str:
+        """The shell command that trains this model."""
+        return train_command(self.model, self.dataset, self.profile, self.seed,
+                             self.train_config.noise_fraction)
 
     @property
     def key(self) -> str:
@@ -199,11 +208,12 @@ def training_split(dataset: str, profile: str, data_root: str | Path | None = No
     return split.subset(n) if n is not None and n < split.n else split
 
 
-def make_spec(model: str, dataset: str, profile: str, train_split: data.Split, seed: int = 0) -> ModelSpec:
+def make_spec(model: str, dataset: str, profile: str, train_split: data.Split, seed: int = 0,
+              noise_fraction: float = 0.0) -> ModelSpec:
     return ModelSpec(
         model=model, dataset=dataset, profile=profile, seed=seed,
         model_config=model_config(model, dataset, profile),
-        train_config=train_config(model, dataset, profile),
+        train_config=train_config(model, dataset, profile, noise_fraction),
         train_data={"split": "train", "n": train_split.n, "official_size": train_split.official_size},
     )
 
@@ -242,7 +252,7 @@ def _load(spec: ModelSpec, path: Path) -> TrainedModel:
         raise CheckpointError(
             f"{path / 'model.pt'} does not match the sha256 in its record.json (model "
             f"{spec.model} on {spec.dataset}, key {spec.key}); retrain it with "
-            f"`{train_command(spec.model, spec.dataset, spec.profile, spec.seed)} --retrain`")
+            f"`{spec.command} --retrain`")
     model = spec.build()
     model.load_state_dict(torch.load(path / "model.pt", map_location="cpu", weights_only=True))
     model.to(device()).eval()
@@ -275,12 +285,14 @@ def get(
     allow_training: bool | None = None,
     retrain: bool = False,
     progress: bool = True,
+    noise_fraction: float = 0.0,
 ) -> TrainedModel:
-    """Load the checkpoint of ``model`` trained on ``dataset`` under ``profile``; train it first
-    if there is none (or if ``retrain``) and training is allowed (``None``: see
-    :func:`training_allowed`), else raise :class:`CheckpointError`."""
+    """Load the checkpoint of ``model`` trained on ``dataset`` under ``profile`` (with a
+    fraction ``noise_fraction`` of every batch's subpixels replaced by noise: a background
+    model); train it first if there is none (or if ``retrain``) and training is allowed
+    (``None``: see :func:`training_allowed`), else raise :class:`CheckpointError`."""
     split = training_split(dataset, profile, data_root)
-    spec = make_spec(model, dataset, profile, split, seed)
+    spec = make_spec(model, dataset, profile, split, seed, noise_fraction)
     root = checkpoint_root(profile)
     path = root / spec.key
     replicas = distributed.current()  # one process, or one rank of a torchrun launch
@@ -294,14 +306,11 @@ def get(
         raise CheckpointError(
             f"no checkpoint for model {model!r} trained on {dataset!r} under profile "
             f"{profile!r}: expected {path} (key {spec.key}). The book does not train "
-            f"{profile!r} models by surprise. Train it with `{train_command(model, dataset, profile, seed)}`"
+            f"{profile!r} models by surprise. Train it with `{spec.command}`"
             f" (or every model with `make retrain PROFILE={profile}`), or let the build train "
             f"what is missing with `python -m ood_lib.book --profile {profile} --train-missing`.")
-    net = spec.build().to(device())
     t0 = time.time()
-    monitor = _monitor_sets(dataset, profile, data_root) if replicas.is_main else None
-    result = train(net, split.tensor(), spec.train_config, path, seed=seed, monitor=monitor,
-                   progress=progress)
+    net, result = _train(spec, split, path, data_root, progress)
     if not replicas.is_main:  # rank 0 saves the model; the others load it once it is saved
         replicas.barrier()
         return _load(spec, path)
@@ -331,6 +340,32 @@ def get(
     return _load(spec, path)
 
 
+def _train(spec: ModelSpec, split: data.Split, path: Path, data_root: str | Path | None,
+           progress: bool, stop_at: int | None = None) -> tuple[DensityModel, TrainResult]:
+    """Train (or resume) ``spec``'s model in ``path`` up to ``stop_at`` (default: the end)."""
+    net = spec.build().to(device())
+    monitor = _monitor_sets(spec.dataset, spec.profile, data_root) if distributed.current().is_main else None
+    result = train(net, split.tensor(), spec.train_config, path, seed=spec.seed, monitor=monitor,
+                   stop_at=stop_at, progress=progress)
+    return net, result
+
+
+def train_partial(model: str, dataset: str, profile: str, stop_at: int, seed: int = 0,
+                  data_root: str | Path | None = None, noise_fraction: float = 0.0,
+                  progress: bool = True) -> tuple[DensityModel, Path]:
+    """The model of :func:`get` trained only up to step ``stop_at`` (a short run), and the
+    checkpoint directory holding its resumable state: a later :func:`get` of the same model
+    resumes there, so the short run is the first ``stop_at`` steps of the full one (exactly)."""
+    split = training_split(dataset, profile, data_root)
+    spec = make_spec(model, dataset, profile, split, seed, noise_fraction)
+    path = checkpoint_root(profile) / spec.key
+    if (path / "model.pt").exists():
+        raise CheckpointError(f"{path} holds a finished model; a short run of it would be "
+                              f"its early weights, which are not kept")
+    net, _ = _train(spec, split, path, data_root, progress, stop_at=stop_at)
+    return net.eval(), path
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Train or list the book's models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -339,6 +374,9 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--model", action="append", choices=sorted(MODELS))
     t.add_argument("--dataset", action="append", choices=sorted(profiles.PAIRS))
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--noise-fraction", type=float, default=0.0,
+                   help="train a likelihood-ratio background model on inputs with this fraction "
+                        "of subpixels replaced by uniform noise")
     t.add_argument("--data-root")
     t.add_argument("--retrain", action="store_true", help="delete and retrain existing checkpoints")
     sub.add_parser("list", help="print the checkpoint manifest")
@@ -358,7 +396,8 @@ def main(argv: list[str] | None = None) -> None:
         for model in args.model or list(MODELS):
             for dataset in args.dataset or list(MODELS[model].cpu_steps):
                 trained = get(model, dataset, args.profile, args.seed, args.data_root,
-                              allow_training=True, retrain=args.retrain)
+                              allow_training=True, retrain=args.retrain,
+                              noise_fraction=args.noise_fraction)
                 if replicas.is_main:
                     print(f"{trained.key}: final {trained.record['final_bpd']} "
                           f"({trained.record['wall_s']} s) -> {trained.path}")

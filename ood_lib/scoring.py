@@ -61,7 +61,9 @@ def _convert(split: data.Split, channels: int) -> np.ndarray:
     return transforms.grey28_to_rgb32(split.x) if channels == 3 else transforms.rgb32_to_grey28(split.x)
 
 
-def _from_split(split: data.Split, role: str, channels: int, cap: int | None) -> EvalSet:
+def from_split(split: data.Split, role: str, channels: int, cap: int | None) -> EvalSet:
+    """The first ``cap`` images of ``split`` (all: ``None``) in the geometry of ``channels``
+    (grey <-> RGB converted, see :mod:`ood_lib.transforms`), with their coverage."""
     used = split.subset(cap) if cap is not None and cap < split.n else split
     converted = used.x.shape[-1] != channels
     label = used.label + (f" (as {'32x32 RGB' if channels == 3 else '28x28 grey'})" if converted else "")
@@ -86,9 +88,9 @@ def paper_sets(train_dataset: str, profile: str, data_root: str | Path | None = 
     channels, _ = profiles.IMAGE_GEOMETRY[train_dataset]
     cap = cap or MAX_IMAGES[profile]
     return [
-        _from_split(data.load(train_dataset, "train", data_root), "train", channels, cap),
-        _from_split(data.load(train_dataset, "test", data_root), "test", channels, cap),
-        _from_split(data.load(profiles.PAIRS[train_dataset], "test", data_root), "ood",
+        from_split(data.load(train_dataset, "train", data_root), "train", channels, cap),
+        from_split(data.load(train_dataset, "test", data_root), "test", channels, cap),
+        from_split(data.load(profiles.PAIRS[train_dataset], "test", data_root), "ood",
                     channels, cap),
     ]
 
@@ -103,7 +105,7 @@ def eval_sets(train_dataset: str, profile: str, data_root: str | Path | None = N
         if other not in (train_dataset, partner):
             converted = profiles.IMAGE_GEOMETRY[other][0] != channels
             role = "other OOD (converted)" if converted else "other OOD"
-            sets.append(_from_split(data.load(other, "test", data_root), role, channels, cap))
+            sets.append(from_split(data.load(other, "test", data_root), role, channels, cap))
     return sets + list(control_sets(train_dataset, profile).values())
 
 

@@ -7,6 +7,8 @@ ELBO). Around that:
 
 - Adam or Adamax with a linear learning-rate warm-up;
 - gradient-norm clipping;
+- optionally, a background model's perturbation: a fraction ``noise_fraction`` of the
+  subpixels of every batch replaced by uniform noise (:func:`ood_lib.transforms.corrupt`);
 - a guard: a step whose loss or gradient norm is not finite is skipped (no update) and
   counted in ``n_skipped``; a long run of them in a row means the weights themselves are
   broken, and training stops with :class:`TrainingDiverged` instead of skipping forever;
@@ -34,6 +36,7 @@ from tqdm.auto import tqdm
 from ood_lib import distributed
 from ood_lib.likelihood import evaluate
 from ood_lib.models.base import DensityModel
+from ood_lib.transforms import corrupt
 
 
 @dataclass(frozen=True)
@@ -49,15 +52,25 @@ class TrainConfig:
     eval_images: int = 512
     checkpoint_every: int = 500
     init_batch_size: int = 256
+    # Fraction of subpixels replaced by uniform noise in every training batch (a background
+    # model for the likelihood ratio, :func:`ood_lib.transforms.corrupt`); 0: the data as is.
+    noise_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adam", "adamax"):
             raise ValueError(f"optimizer must be 'adam' or 'adamax', got {self.optimizer!r}")
         if min(self.steps, self.batch_size, self.eval_every, self.checkpoint_every) < 1:
             raise ValueError(f"steps, batch_size and intervals must be positive: {self}")
+        if not 0.0 <= self.noise_fraction < 1.0:
+            raise ValueError(f"noise_fraction must be in [0, 1), got {self.noise_fraction}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields, ``noise_fraction`` only when set: it is hashed into checkpoint keys, and
+        the keys of models trained on clean data predate it."""
+        d = asdict(self)
+        if not self.noise_fraction:
+            del d["noise_fraction"]
+        return d
 
 
 @dataclass
@@ -171,8 +184,11 @@ def train(
     while step < end:
         idx = batch_indices(len(train_x), step, cfg.batch_size, seed)
         g = step_generator(seed, step)
+        batch = train_x[idx]
+        if cfg.noise_fraction:  # a background model's input: part of every image is noise
+            batch = corrupt(batch, cfg.noise_fraction, g)
         # the global batch, dequantized as by one process; this rank's rows of it
-        x = replicas.shard(model.inputs(train_x[idx], generator=g)).to(device)
+        x = replicas.shard(model.inputs(batch, generator=g)).to(device)
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
         loss = step_loss(x, g)

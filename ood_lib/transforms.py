@@ -19,6 +19,12 @@ Grey <-> RGB
     32x32 and repeating the grey channel three times; the inverse conversion uses ITU-R BT.601
     luma, $Y = 0.299 R + 0.587 G + 0.114 B$, rounded, and crops the centre 28x28.
 
+Background perturbation
+    The likelihood-ratio background model (Ren et al., 2019) is trained on images in which each
+    subpixel is, independently with probability $\mu$, replaced by a level drawn uniformly from
+    $\{0, \dots, 255\}$ (:func:`corrupt`): the local, "background" statistics survive, the
+    semantic content is destroyed.
+
 Synthetic controls
     :func:`constant_images` and :func:`uniform_noise_images` make inputs that are not samples of
     any dataset (the constant and random images of the paper's appendix); they are named as such.
@@ -164,6 +170,18 @@ def uniform_noise_images(n: int, shape: Sequence[int], seed: int) -> np.ndarray:
     """Synthetic control: ``n`` uint8 images of ``shape`` (H, W, C), each level i.i.d. U{0..255}."""
     h, w, c = _check_shape(shape)
     return np.random.default_rng(seed).integers(0, 256, size=(n, h, w, c), dtype=np.uint8)
+
+
+def corrupt(x: torch.Tensor, mu: float, generator: torch.Generator) -> torch.Tensor:
+    r"""uint8 images (any shape) with each subpixel replaced, independently with probability
+    ``mu``, by a level drawn from U{0..255}: $x'_i = u_i$ if $b_i = 1$ else $x_i$, with
+    $b_i \sim \text{Bernoulli}(\mu)$, $u_i \sim U\{0, \dots, 255\}$ (drawn from ``generator``)."""
+    _check_uint8(x, "corrupt")
+    if not 0.0 <= mu <= 1.0:
+        raise ValueError(f"corrupt: mu must be in [0, 1], got {mu}")
+    replace = torch.rand(x.shape, generator=generator) < mu
+    noise = torch.randint(0, 256, x.shape, generator=generator, dtype=torch.uint8)
+    return torch.where(replace, noise, x)
 
 
 def quantize(x: torch.Tensor, n_bits: int = 8) -> np.ndarray:

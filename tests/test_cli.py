@@ -14,9 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
-from ood_lib import cli, registry, transforms
+from ood_lib import background, cli, ensemble, registry, transforms
+from ood_lib.analysis import remedies
+from ood_lib.likelihood import evaluate
 from ood_lib.paths import PROJECT_ROOT
 
 TEST_IMAGES = "64"  # reference images per set: enough for an AUROC, fast under smoke
@@ -83,6 +86,8 @@ def test_folder_of_mixed_images(smoke_model, image_folder: Path, tmp_path: Path,
     assert "Scored 6 image(s)" in stdout and "ignored 1 non-image file" in stdout
     assert "AUROC" in stdout and "(--test-images 64)" in stdout
     assert "at least a few images" in stdout
+    # this build has no background model or ensemble: their scores are left out, not trained
+    assert "Likelihood ratio and WAIC left out: no background model" in stdout
     assert str(out) in stdout
     frame = pd.read_csv(out)
     assert list(frame.columns) == cli.CSV_COLUMNS
@@ -299,3 +304,27 @@ def test_other_modes() -> None:
     assert img.mode == "RGB" and notes == ["CMYK->RGB"]
     opaque_palette = Image.fromarray(np.zeros((4, 4), np.uint8), "P")
     assert cli.to_8bit(opaque_palette)[0].mode == "RGB"
+
+
+def test_glow_companions_add_the_ratio_and_waic(smoke_model, image_folder: Path, tmp_path: Path,
+                                                data_root: Path, capsys: pytest.CaptureFixture,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the Glow's background model and ensemble in the build, the command reports their
+    AUROCs and writes their columns, computed as in the book (smoke-sized companions)."""
+    monkeypatch.setattr(background, "MU_GRID", (0.2,))
+    bundle = ensemble.companions("glow", "fashion_mnist", "smoke", data_root, allow_training=True)
+    out = tmp_path / "scores.csv"
+    code, stdout, _ = score([str(image_folder), "--out", str(out)], capsys, data_root)
+    assert code == 0, stdout
+    assert "likelihood ratio" in stdout and "-WAIC (seed ensemble)" in stdout
+    assert "left out" not in stdout
+    frame = pd.read_csv(out)
+    assert list(frame.columns) == cli.CSV_COLUMNS + ["likelihood_ratio", "waic"]
+    # recompute from the models: s = log p_bg - log p; -WAIC over seeds 0, 1, 2
+    images = torch.from_numpy(cli.load_path(image_folder, 1, 28, 255).images)
+    images = images.permute(0, 3, 1, 2).contiguous()
+    own = evaluate(smoke_model.model, images)["log_px"]
+    bg = evaluate(bundle.background.model, images)["log_px"]
+    np.testing.assert_allclose(frame["likelihood_ratio"], bg - own, rtol=1e-6, atol=1e-3)
+    members = np.stack([own] + [evaluate(m.model, images)["log_px"] for m in bundle.members])
+    np.testing.assert_allclose(frame["waic"], remedies.waic_score(members), rtol=1e-6, atol=1e-3)

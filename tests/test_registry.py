@@ -32,8 +32,29 @@ def test_key_depends_on_everything_that_sets_the_weights(data_root: Path) -> Non
         registry.make_spec("glow_cv", "fashion_mnist", "smoke", split),
         registry.make_spec("glow", "fashion_mnist", "smoke", split, seed=1),
         registry.make_spec("glow", "fashion_mnist", "smoke", split.subset(100)),
+        registry.make_spec("glow", "fashion_mnist", "smoke", split, noise_fraction=0.2),
     ]
-    assert len({base.key, *(s.key for s in others)}) == 4
+    assert len({base.key, *(s.key for s in others)}) == 5
+    # a background model's command names its noise level; clean models' configs do not
+    assert others[-1].command.endswith("--noise-fraction 0.2")
+    assert "noise_fraction" not in base.train_config.to_dict()
+
+
+def test_a_short_run_is_the_start_of_the_full_run(build: Path) -> None:
+    """train_partial stops a run early; get() then resumes it to the same weights as a run
+    trained in one go (the likelihood-ratio mu selection relies on this)."""
+    net, path = registry.train_partial("glow", "notmnist", "smoke", stop_at=12,
+                                       noise_fraction=0.2, progress=False)
+    assert (path / "train_state.pt").exists() and not (path / "model.pt").exists()
+    resumed = registry.get("glow", "notmnist", "smoke", noise_fraction=0.2, progress=False)
+    assert resumed.path == path and resumed.record["train_config"]["noise_fraction"] == 0.2
+    with pytest.raises(registry.CheckpointError, match="finished model"):
+        registry.train_partial("glow", "notmnist", "smoke", stop_at=12, noise_fraction=0.2)
+    straight = registry.get("glow", "notmnist", "smoke", noise_fraction=0.2, retrain=True,
+                            progress=False)
+    for a, b in zip(resumed.model.state_dict().values(), straight.model.state_dict().values(),
+                    strict=True):
+        assert torch.equal(a, b)
 
 
 def test_smoke_model_trains_once_then_loads(build: Path) -> None:

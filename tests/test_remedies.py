@@ -290,3 +290,48 @@ def test_per_image_scores_follow_their_definitions() -> None:
     inside = remedies.per_image_scores(_Model(), fit, scores(50, 0.0), 4,
                                        {"png": bits["png"]})["density of states"]
     assert np.median(out["density of states"]) > np.median(inside)
+
+
+def test_likelihood_ratio_and_waic_by_hand() -> None:
+    """s = log p_bg - log p (larger = more OOD); -WAIC = sample variance - mean over members."""
+    np.testing.assert_array_equal(remedies.likelihood_ratio(np.array([-10.0, -3.0]),
+                                                            np.array([-12.0, -1.0])), [-2.0, 2.0])
+    members = np.array([[-1.0, -5.0], [-3.0, -5.0], [-2.0, -5.0]])
+    # image 0: mean -2, variance ((1 + 1 + 0) / 2) = 1 -> 3; image 1: mean -5, variance 0 -> 5
+    np.testing.assert_allclose(remedies.waic_score(members), [3.0, 5.0])
+    with pytest.raises(ValueError, match="members >= 2"):
+        remedies.waic_score(members[:1])
+    with pytest.raises(ValueError, match="infinite"):
+        remedies.waic_score(np.array([[-1.0, -np.inf], [-1.0, -2.0]]))
+    with pytest.raises(ValueError, match="NaN"):
+        remedies.likelihood_ratio(np.array([np.nan]), np.array([0.0]))
+    with pytest.raises(ValueError, match="same images"):
+        remedies.likelihood_ratio(np.zeros(2), np.zeros(3))
+
+
+def test_waic_flags_where_members_disagree() -> None:
+    """Equal mean likelihood, but members that disagree on the OOD images: WAIC separates
+    the sets that the mean likelihood cannot."""
+    rng = np.random.default_rng(0)
+    shared = rng.normal(-100, 1, 400)
+    in_members = shared + rng.normal(0, 0.1, (3, 400))
+    ood_members = shared + rng.normal(0, 5, (3, 400))
+    assert auroc(-in_members.mean(0), -ood_members.mean(0)) < 0.7
+    assert auroc(remedies.waic_score(in_members), remedies.waic_score(ood_members)) > 0.9
+
+
+def test_per_image_scores_add_ratio_and_waic_when_given() -> None:
+    class _Model:
+        additive_parts = ("log_pz", "log_det")
+
+    rng = np.random.default_rng(1)
+    x = {k: rng.normal(0, 1, 20) for k in ("log_pz", "log_det")}
+    x["log_px"] = x["log_pz"] + x["log_det"]
+    x["bpd"] = -x["log_px"]
+    fit = {k: rng.normal(0, 1, 200) for k in ("log_pz", "log_det", "log_px")}
+    more = {"log_px_bg": rng.normal(0, 1, 20), "log_px_members": rng.normal(0, 1, (3, 20))}
+    plain = remedies.per_image_scores(_Model(), fit, x, 4, {})
+    assert "likelihood ratio" not in plain and "WAIC" not in plain
+    out = remedies.per_image_scores(_Model(), fit, x, 4, {}, more)
+    np.testing.assert_array_equal(out["likelihood ratio"], more["log_px_bg"] - x["log_px"])
+    np.testing.assert_array_equal(out["WAIC"], remedies.waic_score(more["log_px_members"]))

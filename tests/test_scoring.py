@@ -19,7 +19,7 @@ def trained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data_root: Path) ->
 
 
 def _mnist_as_rgb(root: Path) -> scoring.EvalSet:
-    return scoring._from_split(data.load("mnist", "test", root), "ood", 3, None)
+    return scoring.from_split(data.load("mnist", "test", root), "ood", 3, None)
 
 
 def test_cache_hits_only_on_the_same_checkpoint_images_and_version(

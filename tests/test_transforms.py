@@ -8,6 +8,7 @@ import torch
 
 from ood_lib.transforms import (
     constant_images,
+    corrupt,
     dequantize,
     grey28_to_rgb32,
     quantize,
@@ -193,3 +194,20 @@ def test_quantize_inverts_dequantize_exactly() -> None:
     assert clipped.ravel().tolist() == [0, 255]
     with pytest.raises(ValueError, match="float images"):
         quantize(x)
+
+
+def test_corrupt_replaces_a_fraction_mu_of_subpixels_with_uniform_levels() -> None:
+    x = torch.full((64, 3, 32, 32), 7, dtype=torch.uint8)
+    assert torch.equal(corrupt(x, 0.0, torch.Generator().manual_seed(0)), x)
+    y = corrupt(x, 0.3, torch.Generator().manual_seed(0))
+    assert torch.equal(y, corrupt(x, 0.3, torch.Generator().manual_seed(0)))
+    changed = (y != x).double().mean().item()
+    # a replaced level equals 7 with probability 1/256: the changed share is 0.3 * 255/256
+    assert abs(changed - 0.3 * 255 / 256) < 0.005
+    levels = corrupt(x, 1.0, torch.Generator().manual_seed(1))
+    counts = torch.bincount(levels.flatten().long(), minlength=256).double()
+    assert counts.min() > 0.7 * counts.mean() and counts.max() < 1.3 * counts.mean()
+    with pytest.raises(ValueError, match="mu must be in"):
+        corrupt(x, 1.5, torch.Generator())
+    with pytest.raises(ValueError, match="uint8"):
+        corrupt(x.float(), 0.1, torch.Generator())

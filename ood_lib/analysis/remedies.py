@@ -28,6 +28,16 @@ $H$ is never caught, however different its spread. :func:`typicality_auroc` resa
 from finite sets, so batches share images and the bootstrap interval over batch scores
 describes batch resampling, not the sampling of the sets themselves.
 
+**Likelihood ratio** (Ren et al., NeurIPS 2019; :func:`likelihood_ratio`). A background
+model $p_{\text{bg}}$ of the same architecture, trained on inputs with a fraction $\mu$ of
+the subpixels replaced by noise (:mod:`ood_lib.background`), captures the generic image
+statistics that dominate $\log p(x)$; the difference keeps what is specific to the training
+set: $s(x) = \log p_{\text{bg}}(x) - \log p(x)$.
+
+**WAIC** (Choi, Jang & Alemi 2018; :func:`waic_score`). Over $M$ independently trained models,
+$\text{WAIC}(x) = \mathbb E_m[\log p_m(x)] - \operatorname{Var}_m[\log p_m(x)]$: a likelihood
+penalised where the members disagree; the score is $s(x) = -\text{WAIC}(x)$.
+
 **Input complexity** (Serrà et al., ICLR 2020). A lossless compressor is a universal model:
 a code of $L(x)$ bits is a probability $2^{-L(x)}$. The score is the log-ratio (in bits) of
 that generic model to the trained one (:func:`compressed_bits`, :func:`complexity_score`),
@@ -65,6 +75,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -77,6 +88,9 @@ from ood_lib import scoring
 from ood_lib.metrics import aupr, auroc, fpr_at_tpr
 from ood_lib.models.base import DensityModel
 from ood_lib.scoring import EvalSet
+
+if TYPE_CHECKING:
+    from ood_lib.ensemble import Companions
 
 # Lossless encoder settings per codec: Pillow format name and save options.
 CODECS: dict[str, tuple[str, dict[str, object]]] = {
@@ -104,6 +118,36 @@ def nll(log_px: np.ndarray) -> np.ndarray:
     r"""The raw-likelihood baseline score $-\log p(x)$ (nats; larger = less likely = more OOD)."""
     # s(x) = -log p(x)
     return -_finite_or_inf(log_px, "log_px")
+
+
+# --- likelihood ratio and WAIC -------------------------------------------------------------
+
+
+def likelihood_ratio(log_px: np.ndarray, log_px_bg: np.ndarray) -> np.ndarray:
+    r"""Ren et al.'s score with the book's orientation: $s(x) = \log p_{\text{bg}}(x) - \log p(x)$
+    (nats; ``log_px_bg`` from the background model of :mod:`ood_lib.background`)."""
+    a, b = _finite_or_inf(log_px, "log_px"), _finite_or_inf(log_px_bg, "log_px_bg")
+    if a.shape != b.shape:
+        raise ValueError(f"log_px {a.shape} and log_px_bg {b.shape} must be per-image scores of "
+                         f"the same images")
+    if (np.isinf(a) & np.isinf(b)).any():
+        raise ValueError("likelihood_ratio: both models give an image log-likelihood -inf")
+    # s(x) = log p_bg(x) - log p(x)
+    return b - a
+
+
+def waic_score(log_px_members: np.ndarray) -> np.ndarray:
+    r"""$-\text{WAIC}(x)$ over an ensemble (Choi et al.), larger = more OOD:
+    $s(x) = \widehat{\operatorname{Var}}_m[\log p_m(x)] - \frac1M \sum_m \log p_m(x)$, from
+    ``log_px_members`` ``[M, N]`` (M >= 2 independently trained models, finite scores); the
+    variance is the unbiased sample variance over members."""
+    lp = _finite_or_inf(log_px_members, "log_px_members")
+    if lp.ndim != 2 or lp.shape[0] < 2:
+        raise ValueError(f"waic_score needs [members >= 2, images] log-likelihoods, got {lp.shape}")
+    if not np.isfinite(lp).all():
+        raise ValueError("waic_score: an ensemble member gives an infinite log-likelihood")
+    # WAIC(x) = E_m[log p_m(x)] - Var_m[log p_m(x)];  s(x) = -WAIC(x)
+    return lp.var(axis=0, ddof=1) - lp.mean(axis=0)
 
 
 # --- typicality test ------------------------------------------------------------------------
@@ -363,7 +407,8 @@ DOS_FIT_IMAGES = 2_000
 
 
 def per_image_scores(model: DensityModel, fit: dict[str, np.ndarray], x: dict[str, np.ndarray],
-                     n_dims: int, bits: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+                     n_dims: int, bits: dict[str, np.ndarray],
+                     more: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Every per-image score of one set (``x``: its cached scores), larger = more OOD:
 
     - ``NLL``: bits/dim, the raw-likelihood baseline;
@@ -371,9 +416,13 @@ def per_image_scores(model: DensityModel, fit: dict[str, np.ndarray], x: dict[st
     - ``complexity (<codec>)``: $S(x)$ with the set's compressed lengths ``bits[codec]``;
     - ``density of states``: :func:`dos_score` of the model's additive parts (Glow:
       $\\log p(z)$, $\\log|\\det|$; PixelCNN: per-channel log-probabilities; VAE: its ELBO parts
-      and importance-weighting gain), fitted on ``fit``.
+      and importance-weighting gain), fitted on ``fit``;
+    - ``likelihood ratio`` where ``more`` holds ``log_px_bg`` (the background model's
+      log-likelihoods of the same images) and ``WAIC`` where it holds ``log_px_members``
+      (``[M, N]``, every ensemble member's), see :class:`ood_lib.ensemble.Companions`.
     """
     parts = list(model.additive_parts)
+    more = more or {}
     out = {"NLL": x["bpd"],
            "typicality (M = 1)": typicality_score(x["log_px"], entropy_estimate(fit["log_px"]))}
     for codec, b in bits.items():
@@ -381,6 +430,10 @@ def per_image_scores(model: DensityModel, fit: dict[str, np.ndarray], x: dict[st
     # the KDE costs (fit rows) x (scored rows) kernel evaluations: fit on the first 2,000
     fit_stats = np.stack([fit[p][:DOS_FIT_IMAGES] for p in parts], 1)
     out["density of states"] = dos_score(fit_stats, np.stack([x[p] for p in parts], 1))
+    if "log_px_bg" in more:
+        out["likelihood ratio"] = likelihood_ratio(x["log_px"], more["log_px_bg"])
+    if "log_px_members" in more:
+        out["WAIC"] = waic_score(more["log_px_members"])
     return out
 
 
@@ -390,16 +443,20 @@ def _pair_label(pair: scoring.ScoredPair) -> str:
 
 def detection_table(pairs: Mapping[tuple[str, str], scoring.ScoredPair],
                     bits: Mapping[tuple[str, str], dict[str, dict[str, np.ndarray]]],
+                    companions: Mapping[tuple[str, str], Companions], profile: str,
                     seed: int = 0) -> tuple[pd.DataFrame, dict]:
     """Every per-image score of every (model, training set) on its test set against its OOD
-    set: one :func:`detection_row` each (``bits[run][role][codec]``: compressed lengths), and
-    the ROC curves, keyed by ``(run, method)``. The fit set is each model's scored train set."""
+    set: one :func:`detection_row` each (``bits[run][role][codec]``: compressed lengths;
+    ``companions[run]``: the run's background model and ensemble, if any), and the ROC curves,
+    keyed by ``(run, method)``. The fit set is each model's scored train set."""
     rows, curves = [], {}
     for run, pair in pairs.items():
         fit, test, ood = (pair.scores[r] for r in ("train", "test", "ood"))
-        model = pair.trained.model
-        s_test = per_image_scores(model, fit, test, pair.n_dims, bits[run]["test"])
-        s_ood = per_image_scores(model, fit, ood, pair.n_dims, bits[run]["ood"])
+        model, more = pair.trained.model, companions[run]
+        s_test = per_image_scores(model, fit, test, pair.n_dims, bits[run]["test"],
+                                  more.log_px(pair.sets["test"], profile, test["log_px"]))
+        s_ood = per_image_scores(model, fit, ood, pair.n_dims, bits[run]["ood"],
+                                 more.log_px(pair.sets["ood"], profile, ood["log_px"]))
         for method in s_test:
             rows.append({"model": run[0], "pair": _pair_label(pair), "method": method,
                          **detection_row(s_test[method], s_ood[method], seed=seed),
@@ -409,16 +466,18 @@ def detection_table(pairs: Mapping[tuple[str, str], scoring.ScoredPair],
 
 
 def other_sets_table(pair: scoring.ScoredPair, sets: Sequence[EvalSet], profile: str,
-                     seed: int = 0) -> pd.DataFrame:
+                     companions: Companions, seed: int = 0) -> pd.DataFrame:
     """AUROC of every per-image score (PNG as the compressor) of ``pair``'s model on each of
     ``sets`` (other OOD sets, controls) against its test set, with each set's coverage."""
     model, fit, test = pair.trained.model, pair.scores["train"], pair.scores["test"]
     s_test = per_image_scores(model, fit, test, pair.n_dims,
-                              {"png": set_bits(pair.sets["test"], "png", profile)})
+                              {"png": set_bits(pair.sets["test"], "png", profile)},
+                              companions.log_px(pair.sets["test"], profile, test["log_px"]))
     rows = []
     for s in sets:
         x = scoring.score(pair.trained, s, profile)
-        s_x = per_image_scores(model, fit, x, pair.n_dims, {"png": set_bits(s, "png", profile)})
+        s_x = per_image_scores(model, fit, x, pair.n_dims, {"png": set_bits(s, "png", profile)},
+                               companions.log_px(s, profile, x["log_px"]))
         rows += [{"set": s.label, "images": s.coverage, "method": method,
                   "auroc": detection_row(s_test[method], s_x[method], seed=seed)["auroc"]}
                  for method in s_test]

@@ -1,0 +1,88 @@
+r"""The models scored beside a run's own: its WAIC ensemble and its likelihood-ratio background.
+
+**WAIC** (Choi, Jang & Alemi 2018) needs $M \ge 2$ models of the same data trained
+independently: the book's ensembles are the shipped Glow (seed 0) and Glows trained with the
+seeds in :data:`ENSEMBLE_SEEDS` and the same configuration and budget, e.g.::
+
+    python -m ood_lib.registry train --profile cpu --model glow --dataset notmnist --seed 1
+
+A seed sets the initialisation, the batch order and the dequantization noise
+(:mod:`ood_lib.train`), so the members differ in everything but data and configuration.
+
+**The background model** of the likelihood ratio is :func:`ood_lib.background.get`'s.
+
+:func:`companions` gathers both for a run (only Glows have them); :meth:`Companions.log_px`
+scores them on an image set through the content-keyed cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ood_lib import background, registry, scoring
+from ood_lib.registry import TrainedModel
+from ood_lib.scoring import EvalSet
+
+# Training set -> the seeds of its Glow ensemble (seed 0 is the shipped model).
+ENSEMBLE_SEEDS: dict[str, tuple[int, ...]] = {"fashion_mnist": (0, 1, 2), "notmnist": (0, 1, 2)}
+
+
+@dataclass(frozen=True)
+class Companions:
+    """A run's background model (or ``None``) and the *other* members of its ensemble."""
+
+    background: TrainedModel | None = None
+    members: tuple[TrainedModel, ...] = ()
+
+    def log_px(self, eval_set: EvalSet, profile: str, own_log_px: np.ndarray) -> dict[str, np.ndarray]:
+        """``log_px_bg`` (the background model's per-image log-likelihoods) and
+        ``log_px_members`` (``[M, N]``: ``own_log_px``, the run's own, then each other
+        member's), for the companions the run has."""
+        out = {}
+        if self.background is not None:
+            out["log_px_bg"] = scoring.score(self.background, eval_set, profile, progress=False)["log_px"]
+        if self.members:
+            out["log_px_members"] = np.stack(
+                [own_log_px] + [scoring.score(m, eval_set, profile, progress=False)["log_px"]
+                                for m in self.members])
+        return out
+
+
+def companions(model: str, dataset: str, profile: str, data_root: str | Path | None = None,
+               allow_training: bool | None = None) -> Companions:
+    """The companions of ``model`` trained on ``dataset``: for a Glow (seed 0), its background
+    model and its ensemble's other members where :data:`ENSEMBLE_SEEDS` lists them; none for
+    the other families. Missing checkpoints are trained where allowed (``None``: see
+    :func:`ood_lib.registry.training_allowed`), else raise
+    :class:`~ood_lib.registry.CheckpointError` naming the command that trains them."""
+    if model != background.MODEL:
+        return Companions()
+    return Companions(
+        background=background.get(dataset, profile, data_root, allow_training)[0],
+        members=tuple(registry.get(model, dataset, profile, seed=s, data_root=data_root,
+                                   allow_training=allow_training, progress=False)
+                      for s in ENSEMBLE_SEEDS.get(dataset, ())[1:]),
+    )
+
+
+def models_table(pair: scoring.ScoredPair, bundle: Companions, profile: str) -> pd.DataFrame:
+    """The run's own model, its ensemble members and its background model: training steps and
+    time (from their records) and mean bits/dim on the pair's test and OOD sets."""
+    rows = []
+    named = [(f"shipped (seed {pair.trained.spec.seed})", pair.trained)]
+    named += [(f"ensemble member (seed {m.spec.seed})", m) for m in bundle.members]
+    if bundle.background is not None:
+        mu = bundle.background.spec.train_config.noise_fraction
+        named.append((f"background (mu = {mu:g})", bundle.background))
+    for role, trained in named:
+        bpd = {r: scoring.score(trained, pair.sets[r], profile, progress=False)["bpd"].mean()
+               for r in ("test", "ood")}
+        rows.append({"model": role, "steps": trained.record["steps"],
+                     "training (min)": trained.record["wall_s"] / 60,
+                     f"bpd {pair.sets['test'].label}": bpd["test"],
+                     f"bpd {pair.sets['ood'].label}": bpd["ood"]})
+    return pd.DataFrame(rows)
