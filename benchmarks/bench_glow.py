@@ -1,30 +1,67 @@
-"""Throughput, memory and hardware efficiency of Glow under a profile's configuration.
+"""Glow's speed against the previous model code, in the same run, and its share of the fp32 peak.
 
-Prints, for the chosen profile's CIFAR-10 Glow (``cpu`` by default):
+For the chosen profile's Glow (``cpu`` CIFAR-10 by default) this builds two models with the
+same weights: the current :class:`ood_lib.models.glow.Glow` and the model code as it was at
+commit :data:`BASELINE_COMMIT` (``ood_lib/glow.py`` there, read with ``git show``; without the
+git history the benchmark says so and stops). It checks that both give the same
+log-likelihoods on real images, then alternates rounds, ``A B B A`` so that drift in the
+machine's load hits both alike, of
 
-- training images/s (forward + backward + Adamax step, batch of the profile),
-- evaluation images/s (forward only, no grad, batch 256),
-- peak resident memory of this process (CPU) or peak allocated GPU memory,
-- the model's FLOPs per image (counted by ``torch.utils.flop_counter``: convolutions and
-  matrix products, multiply-add = 2 FLOPs) and the achieved FLOP/s,
-- this machine's fp32 peak, *measured in the same run* with a large matrix product, and the
-  fraction of it that training and evaluation reach.
+- training: forward + backward + Adamax step on a batch of the profile (images/s);
+- evaluation: forward without gradients on a batch of 256 (images/s);
 
-Run: ``python benchmarks/bench_glow.py [--profile cpu] [--dataset cifar10] [--seconds 20]``.
-The figures are for this machine and this moment: run it on an otherwise idle machine.
+and prints, for each, the median images/s of both codes, the median of the per-round ratio
+current / baseline and its spread (min, quartiles, max over rounds), and the share of the
+machine's fp32 peak that the current code reaches. FLOPs are counted with
+``torch.utils.flop_counter`` (convolutions and matrix products, multiply-add = 2); the peak is
+a 2048 x 2048 matrix product, measured in the same run between rounds. Also: peak memory.
+
+Run: ``python benchmarks/bench_glow.py [--profile cpu] [--dataset cifar10] [--rounds 8]``.
+The figures are for this machine and this moment; the ratio is robust to load that changes
+slowly, the share of peak is not: run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import resource
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ood_lib import profiles, registry
+from ood_lib import data, profiles, registry
 from ood_lib.models.glow import Glow, GlowConfig
+from ood_lib.paths import PROJECT_ROOT
+
+# The model code that issue 9 measured ("today's Glow"), before any speed work.
+BASELINE_COMMIT = "5354753"
+BASELINE_PATH = "ood_lib/glow.py"
+
+
+def load_baseline() -> object:
+    """The Glow module as it was at :data:`BASELINE_COMMIT`, imported from ``git show``."""
+    try:
+        source = subprocess.run(["git", "show", f"{BASELINE_COMMIT}:{BASELINE_PATH}"],
+                                cwd=PROJECT_ROOT, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        sys.exit(f"bench_glow: the git history with commit {BASELINE_COMMIT} is missing here "
+                 f"({exc}); the same-run comparison needs it (clone the repository, not an "
+                 f"archive). Stopping.")
+    path = Path(tempfile.mkdtemp()) / "glow_baseline.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("glow_baseline", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["glow_baseline"] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def _sync(device: torch.device) -> None:
@@ -32,22 +69,21 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn, device: torch.device, seconds: float) -> float:
-    """Seconds per call of ``fn``: one warm-up call, then as many as fit in ``seconds``."""
+def timed(fn, device: torch.device, calls: int) -> float:
+    """Seconds per call of ``fn`` over ``calls`` calls (after one warm-up call)."""
     fn()
     _sync(device)
-    calls, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds or calls < 3:
+    t0 = time.perf_counter()
+    for _ in range(calls):
         fn()
-        calls += 1
     _sync(device)
     return (time.perf_counter() - t0) / calls
 
 
-def matmul_peak(device: torch.device, seconds: float, n: int = 2048) -> float:
+def matmul_peak(device: torch.device, n: int = 2048, calls: int = 10) -> float:
     """Achieved fp32 FLOP/s of an ``n x n`` matrix product (2 n^3 FLOPs): the practical peak."""
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    return 2 * n**3 / timed(lambda: a @ b, device, seconds)
+    return 2 * n**3 / timed(lambda: a @ b, device, calls)
 
 
 def count_flops(fn) -> int:
@@ -62,53 +98,96 @@ def peak_memory_mib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # KiB on Linux
 
 
+def _spread(ratios: list[float]) -> str:
+    q1, q2, q3 = np.percentile(ratios, [25, 50, 75])
+    return (f"median {q2:.2f}x (min {min(ratios):.2f}, quartiles {q1:.2f}-{q3:.2f}, "
+            f"max {max(ratios):.2f}; {len(ratios)} rounds)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="cpu", choices=profiles.PROFILES)
     parser.add_argument("--dataset", default="cifar10", choices=sorted(profiles.PAIRS))
-    parser.add_argument("--seconds", type=float, default=20.0, help="timing window per figure")
+    parser.add_argument("--rounds", type=int, default=8, help="A B B A rounds per figure")
+    parser.add_argument("--train-calls", type=int, default=6, help="training steps per timing")
+    parser.add_argument("--eval-calls", type=int, default=3, help="evaluation batches per timing")
+    parser.add_argument("--data-root")
     args = parser.parse_args()
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    torch.manual_seed(0)
+    baseline = load_baseline()
     cfg = registry.model_config("glow", args.dataset, args.profile)
     tc = registry.train_config("glow", args.dataset, args.profile)
-    model = Glow(GlowConfig(**cfg)).to(device)
-    optimizer = torch.optim.Adamax(model.parameters(), lr=tc.lr)
-    shape = (cfg["in_channels"], cfg["image_size"], cfg["image_size"])
-    x_train = (torch.rand(tc.batch_size, *shape, device=device) - 0.5)
-    x_eval = (torch.rand(256, *shape, device=device) - 0.5)
-    model.log_prob_parts(x_train)  # actnorm initialisation
+    images = data.load(args.dataset, "test", args.data_root).tensor()
+    torch.manual_seed(0)
+    current = Glow(GlowConfig(**cfg)).to(device)
+    x_eval = current.inputs(images[:256], generator=torch.Generator().manual_seed(0)).to(device)
+    x_train = x_eval[: tc.batch_size]
+    with torch.no_grad():
+        current.log_prob_parts(x_eval)  # actnorm initialisation on real images
+    old = baseline.Glow(baseline.GlowConfig(**cfg)).to(device)
+    old.load_state_dict(current.state_dict())
+    models = {"baseline": old, "current": current}
+    with torch.no_grad():
+        lp = {k: m.log_prob_parts(x_eval)["log_px"] for k, m in models.items()}
+    n_dims = x_eval[0].numel()
+    max_diff = float((lp["current"] - lp["baseline"]).abs().max()) / (n_dims * np.log(2))
+    optimizers = {k: torch.optim.Adamax(m.parameters(), lr=tc.lr) for k, m in models.items()}
 
-    def train_step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        model.train_loss(x_train).backward()
-        optimizer.step()
+    def train_step(name: str) -> None:
+        optimizers[name].zero_grad(set_to_none=True)
+        (-models[name].log_prob_parts(x_train)["log_px"].mean()).backward()
+        optimizers[name].step()
 
-    @torch.no_grad()
-    def eval_step() -> None:
-        model.log_prob_parts(x_eval)
+    def eval_step(name: str) -> None:
+        with torch.no_grad():
+            models[name].log_prob_parts(x_eval)
 
-    peak = matmul_peak(device, args.seconds / 2)
-    train_flops = count_flops(lambda: model.train_loss(x_train).backward())
-    eval_flops = count_flops(eval_step)
-    t_train = timed(train_step, device, args.seconds)
-    t_eval = timed(eval_step, device, args.seconds)
+    flops = {"train": count_flops(lambda: (-current.log_prob_parts(x_train)["log_px"].mean())
+                                  .backward()),
+             "eval": count_flops(lambda: eval_step("current"))}
+    batch = {"train": tc.batch_size, "eval": len(x_eval)}
+    calls = {"train": args.train_calls, "eval": args.eval_calls}
+    steps = {"train": train_step, "eval": eval_step}
+    speed = {(w, k): [] for w in steps for k in models}
+    peaks = []
+    for r in range(args.rounds):
+        order = ("baseline", "current") if r % 2 == 0 else ("current", "baseline")
+        for what, step in steps.items():
+            for name in order + order[::-1]:  # A B B A
+                t = timed(lambda n=name, s=step: s(n), device, calls[what])
+                speed[(what, name)].append(batch[what] / t)
+        peaks.append(matmul_peak(device))
+        print(f"round {r + 1}/{args.rounds}: " + ", ".join(
+            f"{w} {k} {statistics.median(v[-2:]):.0f} img/s" for (w, k), v in speed.items()),
+            flush=True)
 
+    peak = statistics.median(peaks)
     rows = [
-        ("device", f"{device} ({torch.get_num_threads()} threads)"),
+        ("device", f"{device} ({torch.get_num_threads()} threads), torch {torch.__version__}"),
         ("config", f"Glow {args.dataset} {args.profile}: L={cfg['levels']} K={cfg['steps']} "
-                   f"hidden={cfg['hidden']}, {sum(p.numel() for p in model.parameters()):,} params"),
-        ("fp32 matmul peak", f"{peak / 1e9:.1f} GFLOP/s (measured, 2048x2048)"),
-        ("train", f"{tc.batch_size / t_train:.1f} images/s (batch {tc.batch_size})"),
-        ("train FLOPs/image", f"{train_flops / tc.batch_size / 1e9:.3f} GFLOP (fwd+bwd)"),
-        ("train fraction of peak", f"{train_flops / t_train / peak:.1%}"),
-        ("eval", f"{256 / t_eval:.1f} images/s (batch 256)"),
-        ("eval FLOPs/image", f"{eval_flops / 256 / 1e9:.3f} GFLOP"),
-        ("eval fraction of peak", f"{eval_flops / t_eval / peak:.1%}"),
-        ("peak memory", f"{peak_memory_mib(device):.0f} MiB"),
+                   f"hidden={cfg['hidden']}, {sum(p.numel() for p in current.parameters()):,} "
+                   f"params"),
+        ("baseline", f"ood_lib/glow.py at commit {BASELINE_COMMIT} (same weights)"),
+        ("max |bpd difference|", f"{max_diff:.2e} on {len(x_eval)} {args.dataset} test images"),
+        ("fp32 matmul peak", f"{peak / 1e9:.1f} GFLOP/s (2048x2048, median of {len(peaks)})"),
     ]
+    for what in steps:
+        # each round holds two timings per code (A B B A): pair them in order
+        ratios = [c / b for c, b in zip(speed[(what, "current")], speed[(what, "baseline")],
+                                        strict=True)]
+        med = {k: statistics.median(speed[(what, k)]) for k in models}
+        rows += [
+            (f"{what} images/s", f"current {med['current']:.1f}, baseline {med['baseline']:.1f} "
+                                 f"(batch {batch[what]})"),
+            (f"{what} ratio current/baseline", _spread(ratios)),
+            (f"{what} FLOPs/image", f"{flops[what] / batch[what] / 1e9:.3f} GFLOP"),
+            (f"{what} share of fp32 peak", f"current {flops[what] * med['current'] / batch[what] / peak:.1%},"
+                                          f" baseline {flops[what] * med['baseline'] / batch[what] / peak:.1%}"),
+        ]
+    rows.append(("peak memory", f"{peak_memory_mib(device):.0f} MiB (both models)"))
     width = max(len(k) for k, _ in rows)
+    print()
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
 

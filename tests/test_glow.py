@@ -183,3 +183,38 @@ def test_gaussian_log_p_terms_sum_to_the_normal_log_density() -> None:
     expected = torch.distributions.Normal(mean, log_std.exp()).log_prob(x)
     torch.testing.assert_close(scale + eps, expected)
     torch.testing.assert_close(scale, -log_std.expand(3, 4))
+
+
+def test_fused_step_is_the_three_layers_in_sequence() -> None:
+    """FlowStep runs actnorm and the 1x1 convolution as one convolution (and the network
+    channels-last): the same map, and the same three log-determinants, as the layers one by
+    one, also on inputs stored channels first."""
+    step = perturb(FlowStep(8, hidden=16, additive=False, lu=True))
+    x = torch.randn(3, 8, 6, 6)
+    for stored in (x, x.contiguous(memory_format=torch.channels_last)):
+        h, expected = stored, []
+        for layer in step.layers:
+            h, ld = layer(h)
+            expected.append(ld)
+        y, lds = step.forward_parts(stored)
+        torch.testing.assert_close(y, h, atol=1e-5, rtol=1e-5)
+        for a, b in zip(lds, expected, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-5)
+
+
+def test_zero_conv_halves_are_the_even_and_odd_channels() -> None:
+    head = perturb(Coupling(8, hidden=16)).nn[-1]
+    h = torch.randn(2, 16, 5, 5)
+    even, odd = head.halves(h)
+    out = head(h)
+    torch.testing.assert_close(even, out[:, 0::2])
+    torch.testing.assert_close(odd, out[:, 1::2])
+
+
+def test_squeeze_is_the_channel_major_patch_reshape_stored_channels_last() -> None:
+    x = torch.randn(2, 3, 8, 8)
+    b, c, h, w = x.shape
+    reference = x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4).reshape(b, 4 * c, 4, 4)
+    y = squeeze(x)
+    assert torch.equal(y, reference) and y.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(unsqueeze(y), x)

@@ -61,22 +61,25 @@ def gaussian_log_p(x: Tensor, mean: Tensor, log_std: Tensor) -> tuple[Tensor, Te
 
 
 def sum_per_image(x: Tensor) -> Tensor:
-    """Sum every dimension but the batch dimension."""
-    return x.flatten(1).sum(1)
+    """Sum every dimension but the batch dimension (in any memory layout, without a copy)."""
+    return x.sum(dim=tuple(range(1, x.ndim)))
 
 
 def squeeze(x: Tensor) -> Tensor:
     """Trade space for channels: ``[B, C, H, W] -> [B, 4C, H/2, W/2]`` (each 2x2 patch of a
-    channel becomes 4 channels). A permutation, so ``log_det = 0``."""
+    channel becomes 4 channels). A permutation, so ``log_det = 0``. The result is stored
+    channels-last (see :class:`Glow`)."""
     b, c, h, w = x.shape
-    x = x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)
-    return x.reshape(b, c * 4, h // 2, w // 2)
+    # [B, H/2, W/2, 4C] in memory (channel 4c + 2i + j holds pixel (2y + i, 2x + j) of
+    # channel c), seen as [B, 4C, H/2, W/2]: channels-last strides, by reshapes alone
+    x = x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(b, h // 2, w // 2, c * 4).permute(0, 3, 1, 2)
 
 
 def unsqueeze(x: Tensor) -> Tensor:
     """Inverse of :func:`squeeze`."""
     b, c, h, w = x.shape
-    x = x.view(b, c // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3)
+    x = x.reshape(b, c // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3)
     return x.reshape(b, c // 4, h * 2, w * 2)
 
 
@@ -174,16 +177,29 @@ class ZeroConv2d(nn.Module):
         self.logs = nn.Parameter(torch.zeros(1, out_channels, 1, 1))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.conv(x) * torch.exp(3.0 * self.logs)
+        return self._conv(x, self.conv.weight, self.conv.bias, torch.exp(3.0 * self.logs).flatten())
+
+    def halves(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(out[:, 0::2], out[:, 1::2])`` of :meth:`forward`, computed with the output channels
+        reordered (even, then odd) in the weights, so that both halves are plain slices of one
+        dense tensor (strided slices would make the backward pass scatter into zeros)."""
+        w, b, scale = self.conv.weight, self.conv.bias, torch.exp(3.0 * self.logs).flatten()
+        order = torch.cat([torch.arange(0, len(b), 2), torch.arange(1, len(b), 2)])
+        return self._conv(x, w[order], b[order], scale[order]).chunk(2, dim=1)
+
+    @staticmethod
+    def _conv(x: Tensor, weight: Tensor, bias: Tensor, scale: Tensor) -> Tensor:
+        # conv(x) * e^{3s} with the scale folded into the weights: one pass over the output less
+        return F.conv2d(x, weight * scale[:, None, None, None], bias * scale, padding=1)
 
 
 def coupling_network(in_channels: int, hidden: int, out_channels: int) -> nn.Sequential:
     """NN(x_a): conv3x3 -> ReLU -> conv1x1 -> ReLU -> zero-initialised conv3x3."""
     net = nn.Sequential(
         nn.Conv2d(in_channels, hidden, 3, padding=1),
-        nn.ReLU(),
+        nn.ReLU(inplace=True),  # in place: a convolution's backward does not need its output
         nn.Conv2d(hidden, hidden, 1),
-        nn.ReLU(),
+        nn.ReLU(inplace=True),
         ZeroConv2d(hidden, out_channels),
     )
     for conv in (net[0], net[2]):
@@ -210,8 +226,9 @@ class Coupling(nn.Module):
         self.nn = coupling_network(n_a, hidden, n_b if additive else 2 * n_b)
 
     def _shift_scale(self, x_a: Tensor) -> tuple[Tensor, Tensor]:
-        h = self.nn(x_a)
-        return h[:, 0::2], torch.sigmoid(h[:, 1::2] + 2.0)
+        *body, head = self.nn
+        shift, raw = head.halves(nn.Sequential(*body)(x_a))
+        return shift, torch.sigmoid(raw + 2.0)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         x_a, x_b = x.chunk(2, dim=1)
@@ -239,11 +256,24 @@ class FlowStep(nn.Module):
         )
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        log_det = x.new_zeros(x.shape[0])
-        for layer in self.layers:
-            x, ld = layer(x)
-            log_det = log_det + ld
-        return x, log_det
+        y, (ld_actnorm, ld_invconv, ld_coupling) = self.forward_parts(x)
+        return y, ld_actnorm + ld_invconv + ld_coupling
+
+    def forward_parts(self, x: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor]]:
+        r"""The step and its three log-determinants (actnorm, 1x1, coupling), each ``[B]``.
+
+        Actnorm and the 1x1 convolution run as one convolution, the same map:
+        $W\big((x + b) \odot e^{s}\big) = W' x + W' b$ with $W' = W \operatorname{diag}(e^{s})$,
+        which saves two passes over the activations (forward and backward)."""
+        actnorm, invconv, coupling = self.layers
+        if not actnorm.initialized:
+            actnorm.initialize(x)
+        hw = x.shape[2] * x.shape[3]
+        w = invconv.weight() * torch.exp(actnorm.logs).view(1, -1)  # W' = W diag(e^s)
+        h = F.conv2d(x, w[:, :, None, None], w @ actnorm.bias.view(-1))
+        y, ld_coupling = coupling(h)
+        return y, ((hw * actnorm.logs.sum()).expand(x.shape[0]),
+                   (hw * invconv.log_abs_det_w()).expand(x.shape[0]), ld_coupling)
 
     def inverse(self, y: Tensor) -> Tensor:
         for layer in reversed(self.layers):
@@ -260,8 +290,8 @@ class SplitPrior(nn.Module):
         self.conv = ZeroConv2d(channels // 2, channels)
 
     def params(self, z1: Tensor) -> tuple[Tensor, Tensor]:
-        h = self.conv(z1)
-        return h[:, 0::2], h[:, 1::2]
+        """``(mean, log_std)``: the even and odd output channels of the convolution."""
+        return self.conv.halves(z1)
 
     def forward(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Returns ``(z1, z2, scale, eps)``: the two terms of ``log p(z2 | z1)`` per image (see
@@ -387,8 +417,8 @@ class Glow(DensityModel):
             for kind in STEP_LAYERS:
                 parts[f"log_det.{name}.{kind}"] = x.new_zeros(x.shape[0])
             for step in steps:
-                for kind, layer in zip(STEP_LAYERS, step.layers, strict=True):
-                    h, ld = layer(h)
+                h, lds = step.forward_parts(h)
+                for kind, ld in zip(STEP_LAYERS, lds, strict=True):
                     parts[f"log_det.{name}.{kind}"] = parts[f"log_det.{name}.{kind}"] + ld
             if level < len(self.priors):
                 h, z2, parts[f"log_pz.{name}.scale"], parts[f"log_pz.{name}.eps"] = (
