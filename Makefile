@@ -5,7 +5,8 @@
 #   make test          lint, unit tests, smoke build of the book, browser test of the built pages
 #   make browser       the browser test alone, on the last build (_build/html)
 #   make smoke | make lint | make clean
-#   make retrain [PROFILE=cpu]                             retrain every model of a profile
+#   make retrain [PROFILE=cpu]      retrain every model of a profile, the Glow ensembles' extra
+#                                   members and the likelihood-ratio background Glows
 #   make bench [PROFILE=cpu]          Glow throughput, memory, % of fp32 peak; evaluation with
 #                                     and without the allocator settings of ood_lib.allocator
 
@@ -39,6 +40,8 @@ smoke: $(STAMP)
 # Delete and retrain every model of a profile (the shipped cpu checkpoints included).
 retrain: $(STAMP)
 	$(BIN)/python -m ood_lib.registry train --profile $(PROFILE) --retrain $(DATA_ARG)
+	$(BIN)/python -m ood_lib.ensemble --profile $(PROFILE) --retrain $(DATA_ARG)
+	$(BIN)/python -m ood_lib.background --profile $(PROFILE) --retrain $(DATA_ARG)
 
 bench: $(STAMP)
 	PYTHONPATH=. $(BIN)/python benchmarks/bench_glow.py --profile $(PROFILE)

@@ -127,6 +127,15 @@ def get(dataset: str, profile: str, data_root: str | Path | None = None,
     return trained, record
 
 
+def discard(dataset: str, profile: str, data_root: str | Path | None = None) -> None:
+    """Delete the choice of $\\mu$ for ``dataset`` and every candidate's checkpoint folder."""
+    split = registry.training_split(dataset, profile, data_root)
+    for mu in MU_GRID:
+        spec = registry.make_spec(MODEL, dataset, profile, split, noise_fraction=mu)
+        shutil.rmtree(registry.checkpoint_root(profile) / spec.key, ignore_errors=True)
+    selection_path(dataset, profile).unlink(missing_ok=True)
+
+
 def grid_table(records: dict[str, dict]) -> pd.DataFrame:
     """One row per (training set, candidate $\\mu$) of the saved choices ``records`` (keyed by
     training set): the validation pair, the short run's length and its validation AUROC."""
@@ -143,8 +152,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", default="cpu", choices=profiles.PROFILES)
     parser.add_argument("--dataset", action="append", choices=sorted(VALIDATION_OOD))
     parser.add_argument("--data-root")
+    parser.add_argument("--retrain", action="store_true",
+                        help="delete the choice and every candidate's run, then choose again")
     args = parser.parse_args(argv)
     for dataset in args.dataset or list(VALIDATION_OOD):
+        if args.retrain:
+            discard(dataset, args.profile, args.data_root)
         if not selection_path(dataset, args.profile).exists():
             record = select(dataset, args.profile, args.data_root)
             print(f"{dataset}: mu = {record['mu']}; validation AUROC per mu: "

@@ -2,9 +2,12 @@ r"""The models scored beside a run's own: its WAIC ensemble and its likelihood-r
 
 **WAIC** (Choi, Jang & Alemi 2018) needs $M \ge 2$ models of the same data trained
 independently: the book's ensembles are the shipped Glow (seed 0) and Glows trained with the
-seeds in :data:`ENSEMBLE_SEEDS` and the same configuration and budget, e.g.::
+seeds in :data:`ENSEMBLE_SEEDS` and the same configuration and budget; train them with::
 
-    python -m ood_lib.registry train --profile cpu --model glow --dataset notmnist --seed 1
+    python -m ood_lib.ensemble --profile cpu [--retrain]
+
+(one member: ``python -m ood_lib.registry train --profile cpu --model glow --dataset notmnist
+--seed 1``).
 
 A seed sets the initialisation, the batch order and the dequantization noise
 (:mod:`ood_lib.train`), so the members differ in everything but data and configuration.
@@ -17,13 +20,14 @@ scores them on an image set through the content-keyed cache.
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ood_lib import background, registry, scoring
+from ood_lib import background, profiles, registry, scoring
 from ood_lib.registry import TrainedModel
 from ood_lib.scoring import EvalSet
 
@@ -86,3 +90,21 @@ def models_table(pair: scoring.ScoredPair, bundle: Companions, profile: str) -> 
                      f"bpd {pair.sets['test'].label}": bpd["test"],
                      f"bpd {pair.sets['ood'].label}": bpd["ood"]})
     return pd.DataFrame(rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Train the Glow ensembles' extra members.")
+    parser.add_argument("--profile", default="cpu", choices=profiles.PROFILES)
+    parser.add_argument("--data-root")
+    parser.add_argument("--retrain", action="store_true", help="delete and retrain the members")
+    args = parser.parse_args(argv)
+    for dataset, seeds in ENSEMBLE_SEEDS.items():
+        for seed in seeds[1:]:
+            trained = registry.get(background.MODEL, dataset, args.profile, seed=seed,
+                                   data_root=args.data_root, allow_training=True,
+                                   retrain=args.retrain)
+            print(f"{trained.key} (seed {seed}): final {trained.record['final_bpd']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -47,6 +47,8 @@ def test_mu_is_chosen_by_validation_auroc_and_the_rest_removed(
     assert bundle.background.key == trained.key
     assert [m.spec.seed for m in bundle.members] == list(ensemble.ENSEMBLE_SEEDS["notmnist"][1:])
     assert ensemble.companions("vae", "notmnist", "smoke") == ensemble.Companions()
+    background.discard("notmnist", "smoke")  # what --retrain starts with
+    assert not (root / "background-notmnist.json").exists() and not trained.path.exists()
 
 
 def test_a_missing_cpu_background_is_a_clear_error(build: Path) -> None:
