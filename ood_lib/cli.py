@@ -344,11 +344,11 @@ def load_path(path: Path, channels: int, size: int, background: int,
 # --- scoring --------------------------------------------------------------------------------
 
 
-def _reference(sets: list[EvalSet], role: str, model: str, profile: str, asked: int) -> EvalSet:
+def _reference(sets: list[EvalSet], role: str, profile: str, asked: int) -> EvalSet:
     """The set of ``role``, renamed when it holds a different number of images than the book
     scores under this profile, so that its cache entry never replaces the book's."""
     s = next(s for s in sets if s.role == role)
-    book_cap = scoring.images_scored(model, profile)
+    book_cap = scoring.MAX_IMAGES[profile]
     whole_split = s.n < asked  # fewer images here than asked for: the set is the whole split
     same = book_cap == s.n or (whole_split and (book_cap is None or book_cap >= s.n))
     return s if same else replace(s, name=f"{s.name}-first{s.n}")
@@ -503,8 +503,8 @@ def run(args: argparse.Namespace) -> Path:
         sets = scoring.paper_sets(args.dataset, args.profile, args.data_root, args.test_images)
     except (registry.CheckpointError, data.DataError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
-    test = _reference(sets, "test", args.model, args.profile, args.test_images)
-    train = _reference(sets, "train", args.model, args.profile, args.test_images)
+    test = _reference(sets, "test", args.profile, args.test_images)
+    train = _reference(sets, "train", args.profile, args.test_images)
     try:
         bundle = ensemble.companions(args.model, args.dataset, args.profile, args.data_root,
                                      allow_training=False)

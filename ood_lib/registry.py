@@ -65,8 +65,6 @@ class Family:
     # Samples drawn once when training ends and kept with the checkpoint (for families whose
     # sampling is too slow to run in a book build: thousands of sequential passes).
     n_samples: int = 0
-    # Images scored per set under cpu where scoring is slow (None: the profile's default).
-    cpu_score_images: int | None = None
 
 
 # Registry name -> family. A new family is one module in ood_lib.models plus one entry here.
@@ -77,9 +75,9 @@ MODELS: dict[str, Family] = {
     "glow_cv": Family(glow.Glow, glow.GlowConfig, glow.SIZES, glow.CPU_STEPS,
                       dict(additive=True, lu=True, learn_top=True)),
     "pixelcnn": Family(pixelcnn.PixelCNN, pixelcnn.PixelCNNConfig, pixelcnn.SIZES,
-                       pixelcnn.CPU_STEPS, n_samples=36, cpu_score_images=2_000),
+                       pixelcnn.CPU_STEPS, n_samples=36),
     "vae": Family(vae.VAE, vae.VAEConfig, vae.SIZES, vae.CPU_STEPS,
-                  train_overrides=vae.TRAIN_OVERRIDES, n_samples=64, cpu_score_images=2_000),
+                  train_overrides=vae.TRAIN_OVERRIDES, n_samples=64),
 }
 
 

@@ -73,13 +73,6 @@ def from_split(split: data.Split, role: str, channels: int, cap: int | None) -> 
                    transforms.to_nchw(_convert(used, channels)), coverage)
 
 
-def images_scored(model: str, profile: str) -> int | None:
-    """Images scored per set: the profile's :data:`MAX_IMAGES`, or fewer under ``cpu`` for a
-    family whose scoring is slow (PixelCNN, the VAE's importance sampling)."""
-    family_cap = registry.MODELS[model].cpu_score_images if profile == "cpu" else None
-    return family_cap or MAX_IMAGES[profile]
-
-
 def paper_sets(train_dataset: str, profile: str, data_root: str | Path | None = None,
                cap: int | None = None) -> list[EvalSet]:
     """The paper's three sets for a model trained on ``train_dataset``: its train and test
@@ -194,8 +187,7 @@ def score_pair(model: str, dataset: str, profile: str, seed: int = 0,
     """Load ``model`` trained on ``dataset`` (never training a cpu/paper model by surprise, see
     :func:`ood_lib.registry.get`) and score the paper's three sets with it (cached)."""
     trained = registry.get(model, dataset, profile, seed=seed, data_root=data_root)
-    sets = {s.role: s for s in paper_sets(dataset, profile, data_root,
-                                          images_scored(model, profile))}
+    sets = {s.role: s for s in paper_sets(dataset, profile, data_root)}
     return ScoredPair(trained, sets, {role: score(trained, s, profile, progress)
                                       for role, s in sets.items()})
 
