@@ -16,6 +16,12 @@ machine's fp32 peak that the current code reaches. FLOPs are counted with
 ``torch.utils.flop_counter`` (convolutions and matrix products, multiply-add = 2); the peak is
 a 2048 x 2048 matrix product, measured in the same run between rounds. Also: peak memory.
 
+With ``--check-shipped`` it instead scores the paper's three sets (train, test, OOD partner;
+the book's ``cpu`` coverage) with every shipped Glow and constant-volume Glow (ensemble members
+and background models included) under both codes
+and prints the largest bits/dim difference per model and set (the speed work must keep it
+below 1e-5).
+
 Run: ``python benchmarks/bench_glow.py [--profile cpu] [--dataset cifar10] [--rounds 8]``.
 The figures are for this machine and this moment; the ratio is robust to load that changes
 slowly, the share of peak is not: run it on an otherwise idle machine.
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import resource
 import statistics
 import subprocess
@@ -37,7 +44,8 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ood_lib import data, profiles, registry
+from ood_lib import data, paths, profiles, registry, scoring
+from ood_lib.likelihood import evaluate
 from ood_lib.models.glow import Glow, GlowConfig
 from ood_lib.paths import PROJECT_ROOT
 
@@ -104,6 +112,33 @@ def _spread(ratios: list[float]) -> str:
             f"max {max(ratios):.2f}; {len(ratios)} rounds)")
 
 
+def check_shipped(baseline: object, data_root: str | None) -> None:
+    """Largest |bits/dim| difference between the two codes, per shipped Glow and paper set."""
+    worst = 0.0
+    manifest = json.loads((paths.checkpoints_dir() / "manifest.json").read_text())
+    for record in manifest.values():
+        if record["model"] in ("glow", "glow_cv") and record["profile"] == "cpu":
+            trained = registry.get(record["model"], record["dataset"], "cpu", record["seed"],
+                                   data_root, allow_training=False,
+                                   noise_fraction=record["train_config"].get("noise_fraction", 0.0))
+            dataset = record["dataset"]
+            old = baseline.Glow(baseline.GlowConfig(**trained.spec.model_config))
+            old.load_state_dict(trained.model.state_dict())
+            old.n_bits = trained.model.n_bits
+            for s in scoring.paper_sets(dataset, "cpu", data_root):
+                new_bpd = evaluate(trained.model, s.images)["bpd"]
+                with torch.no_grad():
+                    old_lp = np.concatenate([
+                        old.log_prob_parts(trained.model.inputs(s.images[i : i + 256]))["log_px"]
+                        .double().numpy() for i in range(0, s.n, 256)])
+                old_bpd = trained.model.bits_per_dim(old_lp, s.images[0].numel())
+                diff = float(np.abs(new_bpd - old_bpd).max())
+                worst = max(worst, diff)
+                print(f"{trained.key:<36} {s.label:<24} {s.n:>6,} images  max |d bpd| {diff:.1e}",
+                      flush=True)
+    print(f"largest difference: {worst:.1e} bits/dim ({'within' if worst < 1e-5 else 'ABOVE'} 1e-5)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="cpu", choices=profiles.PROFILES)
@@ -112,10 +147,15 @@ def main() -> None:
     parser.add_argument("--train-calls", type=int, default=6, help="training steps per timing")
     parser.add_argument("--eval-calls", type=int, default=3, help="evaluation batches per timing")
     parser.add_argument("--data-root")
+    parser.add_argument("--check-shipped", action="store_true",
+                        help="compare the two codes' bits/dim on the shipped Glows instead")
     args = parser.parse_args()
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     baseline = load_baseline()
+    if args.check_shipped:
+        check_shipped(baseline, args.data_root)
+        return
     cfg = registry.model_config("glow", args.dataset, args.profile)
     tc = registry.train_config("glow", args.dataset, args.profile)
     images = data.load(args.dataset, "test", args.data_root).tensor()

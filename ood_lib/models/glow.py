@@ -260,20 +260,12 @@ class FlowStep(nn.Module):
         return y, ld_actnorm + ld_invconv + ld_coupling
 
     def forward_parts(self, x: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor]]:
-        r"""The step and its three log-determinants (actnorm, 1x1, coupling), each ``[B]``.
-
-        Actnorm and the 1x1 convolution run as one convolution, the same map:
-        $W\big((x + b) \odot e^{s}\big) = W' x + W' b$ with $W' = W \operatorname{diag}(e^{s})$,
-        which saves two passes over the activations (forward and backward)."""
-        actnorm, invconv, coupling = self.layers
-        if not actnorm.initialized:
-            actnorm.initialize(x)
-        hw = x.shape[2] * x.shape[3]
-        w = invconv.weight() * torch.exp(actnorm.logs).view(1, -1)  # W' = W diag(e^s)
-        h = F.conv2d(x, w[:, :, None, None], w @ actnorm.bias.view(-1))
-        y, ld_coupling = coupling(h)
-        return y, ((hw * actnorm.logs.sum()).expand(x.shape[0]),
-                   (hw * invconv.log_abs_det_w()).expand(x.shape[0]), ld_coupling)
+        """The step and its three log-determinants (actnorm, 1x1, coupling), each ``[B]``."""
+        log_dets = []
+        for layer in self.layers:
+            x, ld = layer(x)
+            log_dets.append(ld)
+        return x, tuple(log_dets)
 
     def inverse(self, y: Tensor) -> Tensor:
         for layer in reversed(self.layers):
