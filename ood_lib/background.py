@@ -137,14 +137,15 @@ def discard(dataset: str, profile: str, data_root: str | Path | None = None) -> 
 
 
 def grid_table(records: dict[str, dict]) -> pd.DataFrame:
-    """One row per (training set, candidate $\\mu$) of the saved choices ``records`` (keyed by
-    training set): the validation pair, the short run's length and its validation AUROC."""
+    """One row per training set of the saved choices ``records`` (keyed by training set): the
+    validation pair, the short runs' length, each candidate's validation AUROC and the choice."""
     return pd.DataFrame([
-        {"trained on": data.DISPLAY_NAMES[d], "validation OOD": r["validation_ood"],
-         "validation in-distribution": r["validation_in"], "mu": c["mu"],
-         "short run (steps)": f"{r['select_steps']:,} of {r['full_steps']:,}",
-         "validation AUROC": c["validation_auroc"], "chosen": c["mu"] == r["mu"]}
-        for d, r in records.items() for c in r["grid"]])
+        {"trained on": data.DISPLAY_NAMES[d], "validation in-distribution": r["validation_in"],
+         "validation OOD": r["validation_ood"],
+         "short runs (steps)": f"{r['select_steps']:,} of {r['full_steps']:,}",
+         **{f"AUROC, μ = {c['mu']:g}": c["validation_auroc"] for c in r["grid"]},
+         "chosen μ": r["mu"]}
+        for d, r in records.items()])
 
 
 def main(argv: list[str] | None = None) -> None:
