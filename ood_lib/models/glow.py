@@ -68,7 +68,8 @@ def sum_per_image(x: Tensor) -> Tensor:
 def squeeze(x: Tensor) -> Tensor:
     """Trade space for channels: ``[B, C, H, W] -> [B, 4C, H/2, W/2]`` (each 2x2 patch of a
     channel becomes 4 channels). A permutation, so ``log_det = 0``. The result is stored
-    channels-last (see :class:`Glow`)."""
+    channels-last: every layer after it then runs channels-last, which makes oneDNN's
+    convolutions on CPU faster (``benchmarks/bench_glow.py``)."""
     b, c, h, w = x.shape
     # [B, H/2, W/2, 4C] in memory (channel 4c + 2i + j holds pixel (2y + i, 2x + j) of
     # channel c), seen as [B, 4C, H/2, W/2]: channels-last strides, by reshapes alone
@@ -175,6 +176,9 @@ class ZeroConv2d(nn.Module):
         nn.init.zeros_(self.conv.weight)
         nn.init.zeros_(self.conv.bias)
         self.logs = nn.Parameter(torch.zeros(1, out_channels, 1, 1))
+        # output channels even first, then odd (see halves); not part of the state dict
+        order = torch.cat([torch.arange(0, out_channels, 2), torch.arange(1, out_channels, 2)])
+        self.register_buffer("halves_order", order, persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         return self._conv(x, self.conv.weight, self.conv.bias, torch.exp(3.0 * self.logs).flatten())
@@ -184,7 +188,7 @@ class ZeroConv2d(nn.Module):
         reordered (even, then odd) in the weights, so that both halves are plain slices of one
         dense tensor (strided slices would make the backward pass scatter into zeros)."""
         w, b, scale = self.conv.weight, self.conv.bias, torch.exp(3.0 * self.logs).flatten()
-        order = torch.cat([torch.arange(0, len(b), 2), torch.arange(1, len(b), 2)])
+        order = self.halves_order
         return self._conv(x, w[order], b[order], scale[order]).chunk(2, dim=1)
 
     @staticmethod
@@ -226,8 +230,11 @@ class Coupling(nn.Module):
         self.nn = coupling_network(n_a, hidden, n_b if additive else 2 * n_b)
 
     def _shift_scale(self, x_a: Tensor) -> tuple[Tensor, Tensor]:
-        *body, head = self.nn
-        shift, raw = head.halves(nn.Sequential(*body)(x_a))
+        *body, head = self.nn  # head: the zero-initialised convolution
+        h = x_a
+        for layer in body:
+            h = layer(h)
+        shift, raw = head.halves(h)
         return shift, torch.sigmoid(raw + 2.0)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
