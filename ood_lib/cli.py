@@ -354,14 +354,6 @@ def _reference(sets: list[EvalSet], role: str, profile: str, asked: int) -> Eval
     return s if same else replace(s, name=f"{s.name}-first{s.n}")
 
 
-def png_bits(images: torch.Tensor, profile: str, name: str) -> np.ndarray:
-    """PNG lengths (bits) of uint8 ``[N, C, H, W]`` images, cached by content and compressor."""
-    key = {"images_sha256": scoring.images_sha256(images),
-           "compressor": remedies.compressor_id("png")}
-    return scoring.cached(profile, f"cli-png-bits-{name}", key, lambda: {
-        "bits": remedies.compressed_bits(images.numpy(), "png")})["bits"]
-
-
 def _finite(values: np.ndarray) -> np.ndarray:
     values = np.asarray(values, float)
     return values[np.isfinite(values)]
@@ -380,13 +372,16 @@ def score_images(trained: registry.TrainedModel, x: np.ndarray, test: EvalSet, t
     fit = scoring.score(trained, train, profile)["log_px"]
     # H_hat = -(1/N) sum_n log p(x_n) over the train images (finite ones)
     h_hat = remedies.entropy_estimate(_finite(fit))
-    more = {"user": _companion_log_px(bundle, images, user["log_px"]),
+    # the user's images are not a book set: their companions' scores are not cached
+    more = {"user": bundle.log_px_with(lambda m: evaluate(m.model, images)["log_px"],
+                                       user["log_px"]),
             "test": bundle.log_px(test, profile, ref["log_px"])}
+    # PNG lengths: the test set's from the content-keyed cache the book fills
+    png = {"user": remedies.compressed_bits(images.numpy(), "png"),
+           "test": remedies.set_bits(test, "png", profile)}
     out = {}
-    for name, scores, imgs, set_name in ((("user", user, images, None)),
-                                          ("test", ref, test.images, test.name)):
-        bits = (remedies.compressed_bits(imgs.numpy(), "png") if set_name is None
-                else png_bits(imgs, profile, set_name))
+    for name, scores in (("user", user), ("test", ref)):
+        bits = png[name]
         out[name] = {
             "bpd": np.asarray(scores["bpd"], float),
             "log_px_nats": np.asarray(scores["log_px"], float),
@@ -404,18 +399,6 @@ def score_images(trained: registry.TrainedModel, x: np.ndarray, test: EvalSet, t
             # s(x) = -WAIC(x) = Var_m log p_m(x) - E_m log p_m(x)
             out[name]["waic"] = remedies.waic_score(more[name]["log_px_members"])
     return out["user"], out["test"], h_hat
-
-
-def _companion_log_px(bundle: Companions, images: torch.Tensor,
-                      own_log_px: np.ndarray) -> dict[str, np.ndarray]:
-    """:meth:`Companions.log_px` for the user's images (not cached: they are not a book set)."""
-    out = {}
-    if bundle.background is not None:
-        out["log_px_bg"] = evaluate(bundle.background.model, images)["log_px"]
-    if bundle.members:
-        out["log_px_members"] = np.stack(
-            [own_log_px] + [evaluate(m.model, images)["log_px"] for m in bundle.members])
-    return out
 
 
 SCORES = {  # CSV column -> how the summary names it

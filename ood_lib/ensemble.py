@@ -21,6 +21,7 @@ scores them on an image set through the content-keyed cache.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,16 +44,21 @@ class Companions:
     members: tuple[TrainedModel, ...] = ()
 
     def log_px(self, eval_set: EvalSet, profile: str, own_log_px: np.ndarray) -> dict[str, np.ndarray]:
+        """:meth:`log_px_with` on a book set, each companion's scores from the cache."""
+        return self.log_px_with(
+            lambda m: scoring.score(m, eval_set, profile, progress=False)["log_px"], own_log_px)
+
+    def log_px_with(self, score: Callable[[TrainedModel], np.ndarray],
+                    own_log_px: np.ndarray) -> dict[str, np.ndarray]:
         """``log_px_bg`` (the background model's per-image log-likelihoods) and
         ``log_px_members`` (``[M, N]``: ``own_log_px``, the run's own, then each other
-        member's), for the companions the run has."""
+        member's), for the companions the run has; ``score(model)`` gives a companion's
+        per-image log-likelihoods of the images in question."""
         out = {}
         if self.background is not None:
-            out["log_px_bg"] = scoring.score(self.background, eval_set, profile, progress=False)["log_px"]
+            out["log_px_bg"] = score(self.background)
         if self.members:
-            out["log_px_members"] = np.stack(
-                [own_log_px] + [scoring.score(m, eval_set, profile, progress=False)["log_px"]
-                                for m in self.members])
+            out["log_px_members"] = np.stack([own_log_px] + [score(m) for m in self.members])
         return out
 
 
