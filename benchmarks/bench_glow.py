@@ -117,25 +117,24 @@ def check_shipped(baseline: object, data_root: str | None) -> None:
     worst = 0.0
     manifest = json.loads((paths.checkpoints_dir() / "manifest.json").read_text())
     for record in manifest.values():
-        if record["model"] in ("glow", "glow_cv") and record["profile"] == "cpu":
-            trained = registry.get(record["model"], record["dataset"], "cpu", record["seed"],
-                                   data_root, allow_training=False,
-                                   noise_fraction=record["train_config"].get("noise_fraction", 0.0))
-            dataset = record["dataset"]
-            old = baseline.Glow(baseline.GlowConfig(**trained.spec.model_config))
-            old.load_state_dict(trained.model.state_dict())
-            old.n_bits = trained.model.n_bits
-            for s in scoring.paper_sets(dataset, "cpu", data_root):
-                new_bpd = evaluate(trained.model, s.images)["bpd"]
-                with torch.no_grad():
-                    old_lp = np.concatenate([
-                        old.log_prob_parts(trained.model.inputs(s.images[i : i + 256]))["log_px"]
-                        .double().numpy() for i in range(0, s.n, 256)])
-                old_bpd = trained.model.bits_per_dim(old_lp, s.images[0].numel())
-                diff = float(np.abs(new_bpd - old_bpd).max())
-                worst = max(worst, diff)
-                print(f"{trained.key:<36} {s.label:<24} {s.n:>6,} images  max |d bpd| {diff:.1e}",
-                      flush=True)
+        if record["model"] not in ("glow", "glow_cv") or record["profile"] != "cpu":
+            continue
+        trained = registry.get(record["model"], record["dataset"], "cpu", record["seed"],
+                               data_root, allow_training=False,
+                               noise_fraction=record["train_config"].get("noise_fraction", 0.0))
+        old = baseline.Glow(baseline.GlowConfig(**trained.spec.model_config))
+        old.load_state_dict(trained.model.state_dict())
+        for s in scoring.paper_sets(record["dataset"], "cpu", data_root):
+            new_bpd = evaluate(trained.model, s.images)["bpd"]
+            with torch.no_grad():
+                old_lp = np.concatenate([
+                    old.log_prob_parts(trained.model.inputs(s.images[i : i + 256]))["log_px"]
+                    .double().numpy() for i in range(0, s.n, 256)])
+            old_bpd = trained.model.bits_per_dim(old_lp, s.images[0].numel())
+            diff = float(np.abs(new_bpd - old_bpd).max())
+            worst = max(worst, diff)
+            print(f"{trained.key:<36} {s.label:<24} {s.n:>6,} images  max |d bpd| {diff:.1e}",
+                  flush=True)
     print(f"largest difference: {worst:.1e} bits/dim ({'within' if worst < 1e-5 else 'ABOVE'} 1e-5)")
 
 

@@ -107,21 +107,27 @@ def select(dataset: str, profile: str, data_root: str | Path | None = None,
     return record
 
 
+def choice(dataset: str, profile: str) -> dict:
+    """The saved record of the $\\mu$ choice for ``dataset`` (see :func:`select`), or a
+    :class:`~ood_lib.registry.CheckpointError` naming the command that makes it."""
+    path = selection_path(dataset, profile)
+    if not path.exists():
+        raise CheckpointError(
+            f"no background model for {dataset!r} under {profile!r}: {path} is missing. "
+            f"Choose its noise level and train it with `python -m ood_lib.background "
+            f"--profile {profile} --dataset {dataset}`.")
+    return json.loads(path.read_text())
+
+
 def get(dataset: str, profile: str, data_root: str | Path | None = None,
         allow_training: bool | None = None) -> tuple[TrainedModel, dict]:
     """The background Glow of ``dataset`` and the record of its $\\mu$ choice; chosen and
     trained first where training is allowed (:func:`ood_lib.registry.training_allowed`), else
     :class:`~ood_lib.registry.CheckpointError`."""
-    path = selection_path(dataset, profile)
     allowed = registry.training_allowed(profile) if allow_training is None else allow_training
-    if not path.exists():
-        if not allowed:
-            raise CheckpointError(
-                f"no background model for {dataset!r} under {profile!r}: {path} is missing. "
-                f"Choose its noise level and train it with `python -m ood_lib.background "
-                f"--profile {profile} --dataset {dataset}`.")
+    if allowed and not selection_path(dataset, profile).exists():
         select(dataset, profile, data_root, progress=False)
-    record = json.loads(path.read_text())
+    record = choice(dataset, profile)
     trained = registry.get(MODEL, dataset, profile, data_root=data_root,
                            allow_training=allowed, noise_fraction=record["mu"])
     return trained, record
