@@ -27,6 +27,15 @@ online mode), else the download cache ``$OOD_CACHE`` (default ``<project>/data_c
 explicit root (the argument or ``$OOD_DATA_ROOT``) that does not exist is an error naming it
 (:func:`checked_data_root`), never a download into it: only the download cache is created.
 
+The held-out split
+------------------
+Official CIFAR-10 training images 45,000-49,999 and Fashion-MNIST training images 55,000-59,999
+form the ``val`` split (loadable by name: ``load_named("cifar10_val")``); ``train`` is the rest,
+and no model trains on ``val``. Whatever is *fitted* on in-distribution data is fitted on
+``val`` and checked by :func:`check_fit_split`, which refuses a test split, training images and
+a ``val`` split that the given model trained on. notMNIST's ``val`` is the even positions of its
+test split; a fitted method is scored on the odd positions (:func:`fit_evaluation_split`).
+
 notMNIST's fixed split
 ----------------------
 notMNIST_small (letters A-J rendered in many fonts, 28x28 grey) has no official train/test
@@ -61,7 +70,7 @@ import torch
 from ood_lib.paths import PROJECT_ROOT
 
 DATASETS: tuple[str, ...] = ("cifar10", "svhn", "mnist", "fashion_mnist", "notmnist")
-SPLITS: tuple[str, ...] = ("train", "test")
+SPLITS: tuple[str, ...] = ("train", "val", "test")
 MODES: tuple[str, ...] = ("auto", "offline", "online")
 
 DISPLAY_NAMES: dict[str, str] = {
@@ -84,17 +93,27 @@ IMAGE_SHAPES: dict[str, tuple[int, int, int]] = {
 #: Number of images in each complete split (notMNIST: our fixed split of the 18,724 readable
 #: images of notMNIST_small, see the module docstring).
 OFFICIAL_SIZES: dict[tuple[str, str], int] = {
-    ("cifar10", "train"): 50_000,
+    ("cifar10", "train"): 45_000,  # the official 50,000 less the held-out 5,000
+    ("cifar10", "val"): 5_000,
     ("cifar10", "test"): 10_000,
     ("svhn", "train"): 73_257,
     ("svhn", "test"): 26_032,
     ("mnist", "train"): 60_000,
     ("mnist", "test"): 10_000,
-    ("fashion_mnist", "train"): 60_000,
+    ("fashion_mnist", "train"): 55_000,  # the official 60,000 less the held-out 5,000
+    ("fashion_mnist", "val"): 5_000,
     ("fashion_mnist", "test"): 10_000,
     ("notmnist", "train"): 14_962,
+    ("notmnist", "val"): 1_881,  # the even positions of the test split
     ("notmnist", "test"): 3_762,
 }
+
+#: The held-out validation split: official *training* indices ``[start, stop)`` that no model
+#: trains on. Everything fitted on in-distribution data (entropy estimates, KDEs, SVMs,
+#: hyperparameters, thresholds) is fitted on these images. notMNIST has no spare training
+#: images: its ``val`` split is the even positions of its test split, and a fitted method
+#: is evaluated on the odd positions (:func:`fit_evaluation_split`).
+HELD_OUT: dict[str, tuple[int, int]] = {"cifar10": (45_000, 50_000), "fashion_mnist": (55_000, 60_000)}
 
 NOTMNIST_URL = "http://yaroslavvb.com/upload/notMNIST/notMNIST_small.tar.gz"
 NOTMNIST_TEST_THRESHOLD = 51  # test iff the first byte of sha256(file name) is below this
@@ -187,12 +206,18 @@ def check_names(name: str, split: str) -> None:
         )
     if split not in SPLITS:
         raise UnknownDatasetError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    if split == "val" and (name, split) not in OFFICIAL_SIZES:
+        raise UnknownDatasetError(
+            f"{DISPLAY_NAMES[name]} has no held-out split: only "
+            f"{', '.join(d for d, s in OFFICIAL_SIZES if s == 'val')} have one")
 
 
 def file_stem(name: str, split: str) -> str:
     """Stem of the ``.npz`` file holding a split (both notMNIST splits share one file)."""
     check_names(name, split)
-    return "notmnist_small" if name == "notmnist" else f"{name}_{split}"
+    if name == "notmnist":
+        return "notmnist_small"
+    return f"{name}_train" if split == "val" else f"{name}_{split}"
 
 
 def cache_root() -> Path:
@@ -410,12 +435,67 @@ def load(name: str, split: str, data_root: str | Path | None = None) -> Split:
         keep = notmnist_test_mask(arrays["name"])
         if split == "train":
             keep = ~keep
+        elif split == "val":  # the even positions of the test split
+            keep = np.flatnonzero(keep)[0::2]
+        x, y, index = x[keep], y[keep], index[keep]
+    elif name in HELD_OUT and split in ("train", "val"):
+        start, stop = HELD_OUT[name]
+        held = (index >= start) & (index < stop)
+        keep = held if split == "val" else ~held
         x, y, index = x[keep], y[keep], index[keep]
     if entry.get("origin") == "online":
         source = f"{entry.get('downloader', 'download')} (cached at {path})"
     else:
         source = f"offline copy {path}"
     return Split(name, split, x, y, index, OFFICIAL_SIZES[(name, split)], source)
+
+
+def load_named(name: str, data_root: str | Path | None = None) -> Split:
+    """A split by its book name, ``"<dataset>_<split>"``, e.g. ``"cifar10_val"``."""
+    dataset, _, split = name.rpartition("_")
+    if not dataset:
+        raise UnknownDatasetError(f"{name!r} is not '<dataset>_<split>', e.g. 'cifar10_val'")
+    return load(dataset, split, data_root)
+
+
+class FitDataError(DataError, ValueError):
+    """Images that a fit must not see: a test split, or images the model trained on."""
+
+
+def check_fit_split(split: Split, trained_index_range: tuple[int, int] | None = None) -> Split:
+    """Return ``split`` if a quantity may be fitted on it, else raise :class:`FitDataError`.
+
+    Fits (entropy estimates, KDEs, SVMs, hyperparameters, thresholds) take the held-out ``val``
+    split only; ``trained_index_range`` is ``[start, stop)`` of the official training indices
+    the model trained on (``record["train_data"]["index_range"]``; ``None`` for a model whose
+    record predates the held-out split, i.e. trained on the whole training split), and a
+    ``val`` split inside it is refused too.
+    """
+    if split.split != "val":
+        raise FitDataError(
+            f"{split.label}: fits use the held-out split only ({split.dataset}_val), never "
+            f"{'a test split' if split.split == 'test' else 'training images'}")
+    if split.dataset in HELD_OUT:
+        start, stop = trained_index_range or (0, OFFICIAL_SIZES[(split.dataset, "train")]
+                                              + OFFICIAL_SIZES[(split.dataset, "val")])
+        if ((split.index >= start) & (split.index < stop)).any():
+            raise FitDataError(
+                f"{split.label}: the model trained on official training images "
+                f"{start:,}-{stop - 1:,}, which include held-out images; retrain it on the "
+                f"reduced split before fitting anything on {split.dataset}_val")
+    return split
+
+
+def fit_evaluation_split(split: Split) -> Split:
+    """The part of a test split a fitted method is scored on: all of it, except for notMNIST,
+    whose even positions are its ``val`` split (the odd positions are returned)."""
+    if split.split != "test":
+        raise ValueError(f"{split.label} is not a test split")
+    if split.dataset != "notmnist":
+        return split
+    odd = slice(1, None, 2)
+    return Split(split.dataset, "test", split.x[odd], split.y[odd], split.index[odd],
+                 split.official_size - OFFICIAL_SIZES[("notmnist", "val")], split.source)
 
 
 def available(data_root: str | Path | None = None) -> list[tuple[str, str]]:
@@ -425,7 +505,7 @@ def available(data_root: str | Path | None = None) -> list[tuple[str, str]]:
     in the manifest (checksums are verified on load, not here).
     """
     root = checked_data_root(data_root)
-    pairs = [(d, s) for d in DATASETS for s in SPLITS]
+    pairs = [(d, s) for d in DATASETS for s in SPLITS if (d, s) in OFFICIAL_SIZES]
     if data_mode(root) == "online":
         return pairs
     manifest = read_manifest(root)
@@ -448,6 +528,8 @@ def coverage_table(
     rows = []
     for d in DATASETS:
         for s in SPLITS:
+            if (d, s) not in OFFICIAL_SIZES:
+                continue
             official = OFFICIAL_SIZES[(d, s)]
             sp = splits.get((d, s))
             n = sp.n if sp is not None else 0
@@ -643,7 +725,8 @@ def download(name: str, split: str, root: Path) -> Path:
         arrays = from_notmnist_folder(folder)
         downloader = f"notMNIST_small.tar.gz download from {NOTMNIST_URL}"
     else:
-        ds = torchvision_split(name, split, raw_dir, download=True)
+        # the held-out split is part of the official training split's file
+        ds = torchvision_split(name, "train" if split == "val" else split, raw_dir, download=True)
         cls_name, layout = _TORCHVISION[name]
         targets = ds.labels if name == "svhn" else ds.targets
         arrays = from_torchvision_arrays(ds.data, targets, layout)

@@ -38,7 +38,8 @@ import os
 import platform
 import shutil
 import time
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +113,10 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing (with training disabled) or does not match its record."""
 
 
+class StaleModelWarning(UserWarning):
+    """A model trained before the held-out split existed stands in for its retrained version."""
+
+
 # Set to "1" (by ``python -m ood_lib.book --train-missing``) to let a cpu/paper build train.
 TRAIN_MISSING_ENV = "OOD_TRAIN_MISSING"
 
@@ -176,10 +181,24 @@ class TrainedModel:
     record: dict
     log: pd.DataFrame
     path: Path
+    # Why this checkpoint stands in for the model asked for (trained before the held-out split
+    # existed, on its images too), with the command that retrains it; None: it is the model.
+    stale: str | None = None
 
     @property
     def key(self) -> str:
         return self.spec.key
+
+    @property
+    def trained_index_range(self) -> tuple[int, int] | None:
+        """``[start, stop)`` of the official training indices it trained on (``None``: the
+        whole training split, for models that predate the held-out split)."""
+        r = self.record["train_data"].get("index_range")
+        return (r[0], r[1]) if r else None
+
+    def fit_split(self, split: data.Split) -> data.Split:
+        """``split`` if this model's fits may use it (:func:`ood_lib.data.check_fit_split`)."""
+        return data.check_fit_split(split, self.trained_index_range)
 
     def samples(self) -> np.ndarray:
         """The uint8 samples ``[n, C, H, W]`` drawn when training ended (checked against the
@@ -206,14 +225,48 @@ def training_split(dataset: str, profile: str, data_root: str | Path | None = No
     return split.subset(n) if n is not None and n < split.n else split
 
 
+def train_data_entry(split: data.Split) -> dict:
+    """What a model's key records of its training data: split, size and, for a dataset with a
+    held-out split, the ``[start, stop)`` range of official training indices it trained on."""
+    entry = {"split": "train", "n": split.n, "official_size": split.official_size}
+    if split.dataset in data.HELD_OUT:
+        start, stop = int(split.index.min()), int(split.index.max()) + 1
+        if stop - start != split.n:
+            raise ValueError(f"{split.label}: training images are not one contiguous index range")
+        entry["index_range"] = [start, stop]
+    return entry
+
+
 def make_spec(model: str, dataset: str, profile: str, train_split: data.Split, seed: int = 0,
               noise_fraction: float = 0.0) -> ModelSpec:
     return ModelSpec(
         model=model, dataset=dataset, profile=profile, seed=seed,
         model_config=model_config(model, dataset, profile),
         train_config=train_config(model, dataset, profile, noise_fraction),
-        train_data={"split": "train", "n": train_split.n, "official_size": train_split.official_size},
+        train_data=train_data_entry(train_split),
     )
+
+
+def legacy_spec(spec: ModelSpec) -> ModelSpec | None:
+    """The model that stood for ``spec`` before the held-out split existed: the same model
+    configuration, seed and noise, trained on the whole official training split (its ``val``
+    images included) with the budget of its day, as recorded in the checkpoint manifest; or
+    ``None``. Such a checkpoint is loaded only as a *stale* stand-in (:func:`get`)."""
+    manifest_path = checkpoint_root(spec.profile) / "manifest.json"
+    if spec.dataset not in data.HELD_OUT or not manifest_path.exists():
+        return None
+    noise = spec.train_config.noise_fraction
+    for key, r in sorted(json.loads(manifest_path.read_text()).items()):
+        if ((r["model"], r["dataset"], r["profile"], r["seed"]) == (spec.model, spec.dataset,
+                                                                    spec.profile, spec.seed)
+                and r["model_config"] == spec.model_config
+                and r["train_config"].get("noise_fraction", 0.0) == noise
+                and "index_range" not in r["train_data"]):
+            old = replace(spec, train_config=TrainConfig(**r["train_config"]), train_data={
+                k: r["train_data"][k] for k in ("split", "n", "official_size")})
+            if old.key == key:
+                return old
+    return None
 
 
 def _machine() -> str:
@@ -234,11 +287,13 @@ def _sha256(path: Path) -> str:
 
 def _monitor_sets(dataset: str, profile: str, data_root: str | Path | None) -> dict[str, torch.Tensor]:
     """Sets scored deterministically at every log row (their first ``eval_images`` images): a
-    fixed slice of the training split, the in-distribution test split and the paired OOD test
-    split. The train slice gives a noise-free training curve beside the running loss (which
+    fixed slice of the training split, the held-out split (where the dataset has one), the
+    in-distribution test split and the paired OOD test split. The train slice gives a noise-free training curve beside the running loss (which
     mixes random dequantization and changing weights); it is not part of the model's key."""
     ood = profiles.PAIRS.get(dataset)
     sets = {f"{dataset}_train": data.load(dataset, "train", data_root).tensor()}
+    if dataset in data.HELD_OUT:
+        sets[f"{dataset}_val"] = data.load(dataset, "val", data_root).tensor()
     for name in [dataset] + ([ood] if ood else []):
         sets[f"{name}_test"] = data.load(name, "test", data_root).tensor()
     return sets
@@ -300,7 +355,16 @@ def get(
         replicas.barrier()
     if (path / "model.pt").exists():
         return _load(spec, path)
-    if not (training_allowed(profile) if allow_training is None else allow_training):
+    allowed = training_allowed(profile) if allow_training is None else allow_training
+    legacy = legacy_spec(spec)
+    if not allowed and legacy is not None and (root / legacy.key / "model.pt").exists():
+        trained = _load(legacy, root / legacy.key)
+        trained.stale = (f"{trained.record['model']} on {dataset} is the checkpoint {legacy.key}, "
+                         f"trained on all {legacy.train_data['n']:,} training images, the held-out "
+                         f"{dataset}_val included; retrain it with `{spec.command}`")
+        warnings.warn(f"STALE MODEL: {trained.stale}", StaleModelWarning, stacklevel=2)
+        return trained
+    if not allowed:
         raise CheckpointError(
             f"no checkpoint for model {model!r} trained on {dataset!r} under profile "
             f"{profile!r}: expected {path} (key {spec.key}). The book does not train "
@@ -319,7 +383,7 @@ def get(
         "model_config": spec.model_config, "train_config": spec.train_config.to_dict(),
         "train_data": {**spec.train_data, "coverage": split.coverage_str, "source": split.source},
         "steps": result.steps, "n_skipped": result.n_skipped,
-        "wall_s": round(result.wall_s, 1), "final_bpd": final,
+        "wall_s": round(result.wall_s, 1), "cpu_s": round(result.cpu_s, 1), "final_bpd": final,
         "n_params": sum(p.numel() for p in net.parameters()),
         "sha256": _sha256(path / "model.pt"),
         "device": _machine() if replicas.world == 1 else f"{replicas.world} x {_machine()}",

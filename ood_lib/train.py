@@ -5,14 +5,16 @@ uniform noise; a discrete model gets the integer levels, see :mod:`ood_lib.model
 minimises the model's ``train_loss``: the mean bits/dim, or a bound on it (a VAE's negative
 ELBO). Around that:
 
-- Adam or Adamax with a linear learning-rate warm-up;
+- Adam or Adamax with a linear learning-rate warm-up, then a constant rate or a cosine decay
+  to zero at the last step (``lr_schedule``);
 - gradient-norm clipping;
 - optionally, a background model's perturbation: a fraction ``noise_fraction`` of the
   subpixels of every batch replaced by uniform noise (:func:`ood_lib.transforms.corrupt`);
 - a guard: a step whose loss or gradient norm is not finite is skipped (no update) and
   counted in ``n_skipped``; a long run of them in a row means the weights themselves are
   broken, and training stops with :class:`TrainingDiverged` instead of skipping forever;
-- a log row every ``eval_every`` steps: running train bits/dim and the deterministic
+- a log row every ``eval_every`` steps: wall time and process CPU time (``cpu_s``: under
+  contention wall time is not compute), running train bits/dim and the deterministic
   bits/dim of each *monitored* set (held-out in-distribution data and the OOD set, so later
   chapters can plot likelihood over training, the paper's Figure 5);
 - a checkpoint every ``checkpoint_every`` steps and exact resume: batch order and noise are
@@ -25,6 +27,7 @@ ELBO). Around that:
 from __future__ import annotations
 
 import csv
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -55,6 +58,9 @@ class TrainConfig:
     # Fraction of subpixels replaced by uniform noise in every training batch (a background
     # model for the likelihood ratio, :func:`ood_lib.transforms.corrupt`); 0: the data as is.
     noise_fraction: float = 0.0
+    # "constant": lr after warm-up; "cosine": lr * (1 + cos(pi t)) / 2, t from 0 at the end of
+    # warm-up to 1 at the last step.
+    lr_schedule: str = "constant"
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adam", "adamax"):
@@ -63,14 +69,27 @@ class TrainConfig:
             raise ValueError(f"steps, batch_size and intervals must be positive: {self}")
         if not 0.0 <= self.noise_fraction < 1.0:
             raise ValueError(f"noise_fraction must be in [0, 1), got {self.noise_fraction}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
 
     def to_dict(self) -> dict:
-        """The fields, ``noise_fraction`` only when set: it is hashed into checkpoint keys, and
-        the keys of models trained on clean data predate it."""
+        """The fields, ``noise_fraction`` and ``lr_schedule`` only when not at their defaults:
+        they are hashed into checkpoint keys, and the keys of models trained without them
+        predate them."""
         d = asdict(self)
         if not self.noise_fraction:
             del d["noise_fraction"]
+        if self.lr_schedule == "constant":
+            del d["lr_schedule"]
         return d
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of (0-based) ``step``: linear warm-up, then the schedule."""
+        warm = min(1.0, (step + 1) / self.warmup_steps)
+        if self.lr_schedule == "constant" or step < self.warmup_steps:
+            return self.lr * warm
+        t = (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps)
+        return self.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
 
 
 @dataclass
@@ -78,6 +97,7 @@ class TrainResult:
     steps: int
     n_skipped: int
     wall_s: float
+    cpu_s: float  # process CPU time over every leg of the run
     log: list[dict[str, float]]
 
 
@@ -150,8 +170,8 @@ def train(
     device = next(model.parameters()).device
     optimizer = _make_optimizer(model, cfg)
     state_path = out_dir / STATE_FILE
-    counters = {"step": 0, "n_skipped": 0, "in_a_row": 0, "wall_s": 0.0, "running": 0.0,
-                "n_running": 0, "grad_norm": float("nan")}
+    counters = {"step": 0, "n_skipped": 0, "in_a_row": 0, "wall_s": 0.0, "cpu_s": 0.0,
+                "running": 0.0, "n_running": 0, "grad_norm": float("nan")}
     log: list[dict[str, float]] = []
     if state_path.exists():
         state = torch.load(state_path, map_location=device, weights_only=False)
@@ -165,11 +185,12 @@ def train(
             model.log_prob_parts(init.to(device))
     step, n_skipped, in_a_row = counters["step"], counters["n_skipped"], counters["in_a_row"]
     wall_s = counters["wall_s"]
+    cpu_s = counters.get("cpu_s", 0.0)  # states saved before cpu_s was logged lack it
     running, n_running, grad_norm = counters["running"], counters["n_running"], counters["grad_norm"]
 
     def save_state() -> None:
         counters.update(step=step, n_skipped=n_skipped, in_a_row=in_a_row, wall_s=wall_s,
-                        running=running, n_running=n_running, grad_norm=grad_norm)
+                        cpu_s=cpu_s, running=running, n_running=n_running, grad_norm=grad_norm)
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "counters": counters, "log": log}
         torch.save(state, out_dir / (STATE_FILE + ".tmp"))
@@ -178,7 +199,7 @@ def train(
     end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
     model.train()
     step_loss = replicas.step_loss(model)  # model.train_loss, or its DDP wrapper
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress or not replicas.is_main,
                desc="train", unit="step")
     while step < end:
@@ -190,7 +211,7 @@ def train(
         # the global batch, dequantized as by one process; this rank's rows of it
         x = replicas.shard(model.inputs(batch, generator=g)).to(device)
         for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
+            group["lr"] = cfg.lr_at(step)
         loss = step_loss(x, g)
         optimizer.zero_grad(set_to_none=True)
         loss_value, loss_finite = replicas.mean_if_finite(loss)  # agreed by every rank
@@ -217,15 +238,17 @@ def train(
                     row[f"{name}_bpd"] = float(evaluate(model, xs)["bpd"].mean())
                 model.train()
                 row.update(lr=optimizer.param_groups[0]["lr"], grad_norm=grad_norm,
-                           n_skipped=n_skipped, wall_s=wall_s + time.perf_counter() - t0)
+                           n_skipped=n_skipped, wall_s=wall_s + time.perf_counter() - t0,
+                           cpu_s=cpu_s + time.process_time() - c0)
                 log.append(row)
                 bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k.endswith("_bpd")})
             running, n_running = 0.0, 0
         if step % cfg.checkpoint_every == 0 or step == end:
             wall_s, t0 = wall_s + time.perf_counter() - t0, time.perf_counter()
+            cpu_s, c0 = cpu_s + time.process_time() - c0, time.process_time()
             if replicas.is_main:
                 save_state()
                 _write_log(out_dir / LOG_FILE, log)
             replicas.barrier()  # the checkpoint is on disk before any rank goes on
     bar.close()
-    return TrainResult(steps=step, n_skipped=n_skipped, wall_s=wall_s, log=log)
+    return TrainResult(steps=step, n_skipped=n_skipped, wall_s=wall_s, cpu_s=cpu_s, log=log)
