@@ -2,7 +2,8 @@
 # machine needs: a virtualenv in .venv with requirements.txt, reinstalled when that file changes.
 #
 #   make book [PROFILE=smoke|cpu|paper] [DATA_ROOT=path]   execute every chapter, build the HTML
-#   make test          lint, unit tests, smoke build of the book, browser test of the built pages
+#   make test          lint, wheel check, unit tests, smoke build of the book, browser test
+#   make test-fast     lint and the tests not marked slow, ddp or browser (under 2 minutes)
 #   make browser       the browser test alone, on the last build (_build/html)
 #   make smoke | make lint | make clean
 #   make retrain [PROFILE=cpu]      retrain every model of a profile, the Glow ensembles' extra
@@ -20,7 +21,7 @@ STAMP := $(VENV)/.requirements.stamp
 DATA_ARG := $(if $(DATA_ROOT),--data-root "$(DATA_ROOT)")
 BOOK := $(BIN)/python -m ood_lib.book
 
-.PHONY: book smoke test lint browser clean venv retrain bench
+.PHONY: book smoke test test-fast wheel-check lint browser clean venv retrain bench
 
 venv: $(STAMP)
 
@@ -61,10 +62,21 @@ lint: $(STAMP)
 browser: $(STAMP)
 	$(BIN)/python -m pytest tests/test_browser.py
 
-test: lint
-	$(BIN)/python -m pytest --ignore=tests/test_browser.py
+test: lint wheel-check
+	$(BIN)/python -m pytest -m "not browser"
 	$(BOOK) --profile smoke $(DATA_ARG)
-	$(BIN)/python -m pytest tests/test_browser.py
+	$(BIN)/python -m pytest -m browser
+
+# The inner loop while editing: lint and every test not marked slow, ddp or browser (see the
+# markers in pyproject.toml); under 2 minutes on 2 cores. `make test` still runs everything.
+test-fast: $(STAMP)
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m pytest -m "not slow and not ddp and not browser"
+
+# Build the wheel, install it without dependencies into a temporary folder and import every
+# module from it, outside the checkout (.ci/check_wheel.sh).
+wheel-check: $(STAMP)
+	VENV=$(VENV) bash .ci/check_wheel.sh
 
 # Build outputs and caches only; the virtualenv and downloaded data (data_cache/) stay.
 clean:

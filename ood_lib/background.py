@@ -15,10 +15,11 @@ $$s(x) = \log p_{\text{bg}}(x) - \log p(x) = -\text{LLR}(x)$$
 **Choosing $\mu$**, once per in-distribution set, from :data:`MU_GRID` with short runs: each
 candidate's background run is trained for its first :data:`SELECT_FRACTION` of the steps (the
 full run stopped early, :func:`ood_lib.registry.train_partial`) and scored on a *validation*
-pair: the first :data:`VALIDATION_IMAGES` images of the training split (which the foreground
-model saw, so they look slightly more in-distribution than unseen images would; the bias is
-the same for every candidate $\mu$) against a validation OOD set that is **not** the test OOD
-set (:data:`VALIDATION_OOD`; MNIST, SVHN and the test splits are never looked at). The
+pair: the first :data:`VALIDATION_IMAGES` images of the held-out split (which neither model
+trained on; for notMNIST the even positions of its test split, see :mod:`ood_lib.data`)
+against a validation OOD set that is **not** the test OOD set (:data:`VALIDATION_OOD`; MNIST
+and SVHN are never looked at). The choices shipped before the held-out split existed used the
+first training images instead; their records name the foreground model they were made for. The
 candidate with the largest validation AUROC wins (ties: the smaller $\mu$); its run continues
 to the full budget of the foreground model (exact resume: the short run *is* its first steps)
 and the other candidates' runs are deleted. The choice and every candidate's validation AUROC
@@ -62,15 +63,19 @@ def selection_path(dataset: str, profile: str) -> Path:
     return registry.checkpoint_root(profile) / f"background-{dataset}.json"
 
 
-def validation_sets(dataset: str, profile: str,
-                    data_root: str | Path | None = None) -> tuple[scoring.EvalSet, scoring.EvalSet]:
-    """The validation pair of ``dataset``: its first training images and the first images of
-    :data:`VALIDATION_OOD`'s test split, in ``dataset``'s geometry."""
+def validation_sets(foreground: TrainedModel, profile: str, data_root: str | Path | None = None
+                    ) -> tuple[scoring.EvalSet, scoring.EvalSet]:
+    """The validation pair of the foreground model's training set: the first images of its
+    held-out split (which ``foreground`` must not have trained on,
+    :meth:`~ood_lib.registry.TrainedModel.fit_split`) and of :data:`VALIDATION_OOD`'s test
+    split, in the training set's geometry."""
+    dataset = foreground.spec.dataset
     if dataset not in VALIDATION_OOD:
         raise ValueError(f"no validation OOD set for {dataset!r}; known: {sorted(VALIDATION_OOD)}")
     channels, _ = profiles.IMAGE_GEOMETRY[dataset]
     n = VALIDATION_IMAGES[profile]
-    return (scoring.from_split(data.load(dataset, "train", data_root), "validation", channels, n),
+    held_out = foreground.fit_split(data.load(dataset, "val", data_root))
+    return (scoring.from_split(held_out, "validation", channels, n),
             scoring.from_split(data.load(VALIDATION_OOD[dataset], "test", data_root),
                                "validation OOD", channels, n))
 
@@ -79,7 +84,7 @@ def select(dataset: str, profile: str, data_root: str | Path | None = None,
            progress: bool = True) -> dict:
     """Choose $\\mu$ for ``dataset`` (see the module docstring), save and return the record."""
     foreground = registry.get(MODEL, dataset, profile, data_root=data_root)
-    val_in, val_ood = validation_sets(dataset, profile, data_root)
+    val_in, val_ood = validation_sets(foreground, profile, data_root)
     fg = {s.role: evaluate(foreground.model, s.images)["log_px"] for s in (val_in, val_ood)}
     steps = registry.train_config(MODEL, dataset, profile).steps
     stop_at = max(1, round(SELECT_FRACTION * steps))

@@ -359,19 +359,20 @@ def _finite(values: np.ndarray) -> np.ndarray:
     return values[np.isfinite(values)]
 
 
-def score_images(trained: registry.TrainedModel, x: np.ndarray, test: EvalSet, train: EvalSet,
-                 profile: str, bundle: Companions
+def score_images(trained: registry.TrainedModel, x: np.ndarray, test: EvalSet,
+                 held_out: EvalSet | None, profile: str, bundle: Companions
                  ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], float]:
-    """Per-image scores of the user's images ``x`` (NHWC) and of the test set, and H_hat;
-    the likelihood ratio and WAIC where ``bundle`` has the models they need."""
+    """Per-image scores of the user's images ``x`` (NHWC) and of the test set, and H_hat
+    (fitted on ``held_out``; NaN, and typicality NaN, without one); the likelihood ratio and
+    WAIC where ``bundle`` has the models they need."""
     images = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
     n_dims = int(np.prod(images.shape[1:]))
     show = len(images) >= PROGRESS_MIN_IMAGES
     user = evaluate(trained.model, images, progress="scoring your images" if show else False)
     ref = scoring.score(trained, test, profile)
-    fit = scoring.score(trained, train, profile)["log_px"]
-    # H_hat = -(1/N) sum_n log p(x_n) over the train images (finite ones)
-    h_hat = remedies.entropy_estimate(_finite(fit))
+    # H_hat = -(1/N) sum_n log p(x_n) over the held-out images (finite ones)
+    h_hat = (remedies.entropy_estimate(_finite(scoring.score(trained, held_out, profile)["log_px"]))
+             if held_out is not None else float("nan"))
     # the user's images are not a book set: their companions' scores are not cached
     more = {"user": bundle.log_px_with(lambda m: evaluate(m.model, images)["log_px"],
                                        user["log_px"]),
@@ -487,14 +488,23 @@ def run(args: argparse.Namespace) -> Path:
     except (registry.CheckpointError, data.DataError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
     test = _reference(sets, "test", args.profile, args.test_images)
-    train = _reference(sets, "train", args.profile, args.test_images)
+    try:  # what H_hat is fitted on: the held-out split, unless the model trained on it
+        held_out = scoring.from_split(trained.fit_split(data.load(args.dataset, "val",
+                                                                  args.data_root)),
+                                      "val", channels, None)
+        fit_note = f"{held_out.label}, {held_out.coverage}"
+    except data.FitDataError as exc:
+        held_out, fit_note = None, f"not fitted ({exc}); typicality left out"
+    if args.dataset == "notmnist":  # its held-out images are the even test positions
+        test = replace(test, name=f"{test.name}-odd", label=f"{test.label} (odd positions)",
+                       images=test.images[1::2], coverage=f"{len(test.images[1::2]):,} images")
     try:
         bundle = ensemble.companions(args.model, args.dataset, args.profile, args.data_root,
                                      allow_training=False)
         missing = ""
     except registry.CheckpointError as exc:
         bundle, missing = ensemble.Companions(), str(exc).split(". ", 1)[0]
-    user, ref, h_hat = score_images(trained, loaded.images, test, train, args.profile, bundle)
+    user, ref, h_hat = score_images(trained, loaded.images, test, held_out, args.profile, bundle)
 
     n = len(loaded.rows)
     kind = f"{channels}x{size}x{size} {'RGB' if channels == 3 else 'grey'}"
@@ -503,7 +513,7 @@ def run(args: argparse.Namespace) -> Path:
     print(f"Scored {n:,} image(s) from {args.path}; skipped {len(loaded.skipped):,} unreadable"
           + (f"; ignored {loaded.ignored:,} non-image file(s)" if loaded.ignored else "") + ".")
     print(f"Reference (--test-images {args.test_images:,}): {test.label}, {test.coverage}; "
-          f"H_hat = {h_hat:,.1f} nats from {train.label}, {train.coverage}.")
+          f"H_hat = {h_hat:,.1f} nats from {fit_note}.")
     mean_user, inf_user = scoring.finite_mean(user["bpd"])
     mean_test, inf_test = scoring.finite_mean(ref["bpd"])
     inf_note = (f" ({inf_user} of yours, {inf_test} of the test set infinite, left out)"
@@ -513,7 +523,7 @@ def run(args: argparse.Namespace) -> Path:
           "\nwith a 95% bootstrap interval (0.5 = indistinguishable, 1 = all yours score higher,"
           "\nbelow 0.5 = yours look more in-distribution than the test set):")
     for column, label in SCORES.items():
-        if column in user:
+        if column in user and (column != "typicality" or np.isfinite(h_hat)):
             print(f"  {label:<26} {_fmt_auroc(remedies.detection_row(ref[column], user[column]))}")
     if missing:
         print(f"  Likelihood ratio and WAIC left out: {missing}.")

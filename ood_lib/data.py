@@ -541,6 +541,23 @@ def coverage_table(
     return pd.DataFrame(rows)
 
 
+def held_out_table(data_root: str | Path | None = None) -> pd.DataFrame:
+    """One row per dataset with a held-out split: which images it holds, how many, and the
+    training images left beside it (loaded, so the counts are this machine's)."""
+    rows = []
+    for name in (d for d in DATASETS if (d, "val") in OFFICIAL_SIZES):
+        val, train = load(name, "val", data_root), load(name, "train", data_root)
+        if name in HELD_OUT:
+            start, stop = HELD_OUT[name]
+            what = f"official training images {start:,}-{stop - 1:,}"
+        else:
+            what = "the even positions of its test split (no spare training images)"
+        rows.append({"dataset": DISPLAY_NAMES[name], "held-out split": what,
+                     "held-out images": val.n, "training images": train.n,
+                     "indices overlap": bool(np.intersect1d(val.index, train.index).size)})
+    return pd.DataFrame(rows)
+
+
 # --------------------------------------------------------------------------- statistics
 
 

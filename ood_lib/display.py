@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
+
+from ood_lib.registry import TrainedModel
 
 
 def number(v: float, digits: int = 3) -> str:
@@ -30,3 +32,13 @@ def show(table: pd.DataFrame, formats: Mapping[str, str | Callable] | None = Non
 def say(text: str) -> None:
     """Display a sentence of prose built from computed numbers."""
     display(Markdown(text))
+
+
+def stale_models(models: Iterable[TrainedModel]) -> None:
+    """A warning box listing the models (and companions) that are stale stand-ins, trained
+    before the held-out split existed (:func:`ood_lib.registry.get`); nothing if none is."""
+    lines = sorted({m.stale for m in models if m.stale})
+    if lines:
+        say(":::{warning}\n**Stale models.** Until they are retrained, these checkpoints stand in "
+            "for the models this chapter asks for; every number computed from them is theirs:\n\n"
+            + "\n".join(f"- {line}" for line in lines) + "\n:::")

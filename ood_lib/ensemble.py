@@ -42,6 +42,9 @@ class Companions:
 
     background: TrainedModel | None = None
     members: tuple[TrainedModel, ...] = ()
+    # Companions left out because they are stale stand-ins (trained before the held-out split)
+    # while the run's own model is not: one line each, with the command that retrains it.
+    left_out: tuple[str, ...] = ()
 
     def log_px(self, eval_set: EvalSet, profile: str, own_log_px: np.ndarray) -> dict[str, np.ndarray]:
         """:meth:`log_px_with` on a book set, each companion's scores from the cache."""
@@ -71,12 +74,20 @@ def companions(model: str, dataset: str, profile: str, data_root: str | Path | N
     :class:`~ood_lib.registry.CheckpointError` naming the command that trains them."""
     if model != background.MODEL:
         return Companions()
-    return Companions(
-        background=background.get(dataset, profile, data_root, allow_training)[0],
-        members=tuple(registry.get(model, dataset, profile, seed=s, data_root=data_root,
-                                   allow_training=allow_training, progress=False)
-                      for s in ENSEMBLE_SEEDS.get(dataset, ())[1:]),
-    )
+    own = registry.get(model, dataset, profile, data_root=data_root,
+                       allow_training=allow_training, progress=False)
+    bg = background.get(dataset, profile, data_root, allow_training)[0]
+    members = tuple(registry.get(model, dataset, profile, seed=s, data_root=data_root,
+                                 allow_training=allow_training, progress=False)
+                    for s in ENSEMBLE_SEEDS.get(dataset, ())[1:])
+    # never a companion of an older configuration beside a retrained model (a stale model's
+    # companions are as stale as it is, and the chapters say so)
+    def mixed(m: TrainedModel) -> bool:
+        return m.stale is not None and own.stale is None
+
+    return Companions(background=None if mixed(bg) else bg,
+                      members=tuple(m for m in members if not mixed(m)),
+                      left_out=tuple(m.stale for m in (bg, *members) if mixed(m)))
 
 
 def models_table(pair: scoring.ScoredPair, bundle: Companions, profile: str) -> pd.DataFrame:

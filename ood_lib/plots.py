@@ -212,3 +212,25 @@ def ood_curves(curves: Mapping[str, pd.DataFrame], labels: Mapping[str, str]) ->
         bottom.set(xlabel="epochs", ylabel="OOD − test (bpd)")
     fig.tight_layout()
     return fig
+
+
+def learning_curves(runs: Mapping[str, pd.DataFrame], ax: Axes | None = None,
+                    title: str | None = None) -> Axes:
+    """Bits/dim against compute for one or more training runs of a model (``runs``: run label
+    -> :func:`ood_lib.analysis.curves.learning_curve`): one colour per role (train, held-out,
+    test, OOD), one line style per run (the first solid, the next dashed, ...); the x-axis says
+    whether a run's hours are CPU or wall-clock."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4))
+    colours = {role: f"C{i}" for i, role in enumerate(("train", "held-out", "test", "OOD"))}
+    for (label, curve), style in zip(runs.items(), ("-", "--", ":", "-."), strict=False):
+        clock = curve["clock"].iloc[0]
+        for role, part in curve.groupby("role", sort=False):
+            ax.plot(part["hours"], part["bpd"], style, color=colours[role], linewidth=1.4,
+                    label=f"{role}, {label} ({clock} h)")
+    ax.set(xlabel="hours of training (CPU or wall clock, see legend)",
+           ylabel="bits/dim (lower = more likely)")
+    ax.legend(fontsize="x-small", ncol=2)
+    if title:
+        ax.set_title(title)
+    return ax

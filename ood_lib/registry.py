@@ -269,6 +269,38 @@ def legacy_spec(spec: ModelSpec) -> ModelSpec | None:
     return None
 
 
+def training_summary(trained: TrainedModel) -> dict[str, str]:
+    """What a reader needs to judge a trained model, from its record: data (with the index
+    range of official training images), size, budget in steps, epochs and CPU time (wall time
+    under contention is not compute), the machine, and whether it is a stale stand-in."""
+    r, tc = trained.record, trained.record["train_config"]
+    cfg = {k: v for k, v in r["model_config"].items() if k not in ("in_channels", "image_size")}
+    rng = r["train_data"].get("index_range")
+    cpu = f"{r['cpu_s'] / 3600:.2f} h" if "cpu_s" in r else "not logged"
+    return {
+        "training images": r["train_data"]["coverage"]
+        + (f", official indices {rng[0]:,}-{rng[1] - 1:,}" if rng else ", held-out split included"),
+        "configuration": ", ".join(f"{k} {v}" for k, v in cfg.items()),
+        "parameters": f"{r['n_params']:,}",
+        "steps × batch": f"{r['steps']:,} × {tc['batch_size']}",
+        "epochs": f"{r['steps'] * tc['batch_size'] / r['train_data']['n']:.1f}",
+        "optimizer, lr": f"{tc['optimizer']}, {tc['lr']:g}, {tc.get('lr_schedule', 'constant')}",
+        "skipped steps": f"{r['n_skipped']:,}",
+        "CPU time": cpu,
+        "wall time": f"{r['wall_s'] / 60:.1f} min",
+        "machine": f"{r['device']}, {r['threads']} torch thread(s)",
+        "checkpoint": r["key"] + (" (stale stand-in)" if trained.stale else ""),
+    }
+
+
+def predecessor(trained: TrainedModel) -> TrainedModel | None:
+    """The checkpoint ``trained`` replaced (its :func:`legacy_spec`), for before/after curves and
+    tables; ``None`` for a stale stand-in (it *is* the old model) or a model with none."""
+    legacy = None if trained.stale else legacy_spec(trained.spec)
+    path = None if legacy is None else checkpoint_root(legacy.profile) / legacy.key
+    return _load(legacy, path) if path is not None and (path / "model.pt").exists() else None
+
+
 def _machine() -> str:
     """The GPU's name, or the CPU's model name (Linux) or architecture."""
     if device().type == "cuda":
@@ -288,8 +320,9 @@ def _sha256(path: Path) -> str:
 def _monitor_sets(dataset: str, profile: str, data_root: str | Path | None) -> dict[str, torch.Tensor]:
     """Sets scored deterministically at every log row (their first ``eval_images`` images): a
     fixed slice of the training split, the held-out split (where the dataset has one), the
-    in-distribution test split and the paired OOD test split. The train slice gives a noise-free training curve beside the running loss (which
-    mixes random dequantization and changing weights); it is not part of the model's key."""
+    in-distribution test split and the paired OOD test split. The train slice gives a
+    noise-free training curve beside the running loss (which mixes random dequantization and
+    changing weights); it is not part of the model's key."""
     ood = profiles.PAIRS.get(dataset)
     sets = {f"{dataset}_train": data.load(dataset, "train", data_root).tensor()}
     if dataset in data.HELD_OUT:

@@ -3,21 +3,26 @@
 A chapter computes something once (bits/dim tables, per-image log-likelihoods, data
 statistics) and saves it under a short name in ``paths.results_dir(profile)``; a later
 chapter (the decomposition, the remedies, the scorecard) loads it by that name instead of
-recomputing. Two formats, one function pair each:
+recomputing. Three kinds, one function pair each:
 
-- ``save_json`` / ``load_json`` for tables and scalars (a dict of JSON values);
-- ``save_arrays`` / ``load_arrays`` for per-image arrays (``.npz``).
+- ``save_record`` / ``load_record`` for a chapter's result, a typed record of
+  :mod:`ood_lib.records` (JSON on disk, every field checked on load);
+- ``save_json`` / ``load_json`` for a chapter's own bookkeeping that no other chapter reads;
+- ``save_arrays`` / ``load_arrays`` for per-image arrays (``.npz``, the score cache).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from ood_lib.paths import results_dir
+from ood_lib.records import Record, from_json, to_json
+
+R = TypeVar("R", bound=Record)
 
 
 class MissingResultError(FileNotFoundError):
@@ -51,6 +56,21 @@ def load_json(profile: str, name: str) -> dict[str, Any]:
     if not path.exists():
         raise _missing(path, name, profile)
     return json.loads(path.read_text())
+
+
+def save_record(profile: str, record: Record) -> Path:
+    """Save a chapter's typed result as ``<results>/<profile>/<record.NAME>.json``."""
+    return save_json(profile, record.NAME, to_json(record))
+
+
+def load_record(profile: str, cls: type[R]) -> R:
+    """Load a chapter's typed result; a missing file names the chapter that saves it, a field
+    that does not match the type raises :class:`ood_lib.records.RecordError`."""
+    try:
+        value = load_json(profile, cls.NAME)
+    except MissingResultError as err:
+        raise MissingResultError(f"{err} (chapter {cls.CHAPTER} saves it)") from err
+    return from_json(cls, value)
 
 
 def save_arrays(profile: str, name: str, **arrays: np.ndarray) -> Path:

@@ -1,7 +1,8 @@
 r"""The scorecard: every claim of the paper against this build's saved results.
 
-Each :class:`Claim` names the results it reads (saved by the chapters with
-:mod:`ood_lib.results`) and a function that turns them into evidence and a verdict:
+Each :class:`Claim` names the typed records it reads (:mod:`ood_lib.records`, saved by the
+chapters with :func:`ood_lib.results.save_record`) and a function that turns their *fields*
+(never a display table's headers or a row's position) into evidence and a verdict:
 
 - **holds**: our models show what the paper claims;
 - **holds partly**: part of the claim holds (one pair of two, the sign but not the size, ...);
@@ -17,19 +18,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeVar
 
-import pandas as pd
+from ood_lib import data, paper, records, results
+from ood_lib.records import Record
 
-from ood_lib import data, paper, results
+R = TypeVar("R", bound=Record)
 
 HOLDS, PARTLY, NOT_HERE, UNTESTABLE = ("holds", "holds partly", "does not hold here",
                                        "not testable offline")
-Saved = dict[str, dict[str, Any]]  # result name -> what the chapter saved
+Saved = dict[type[Record], Record]  # record type -> the record its chapter saved
 
 
 @dataclass(frozen=True)
-class Verdict:
+class Judgement:
     evidence: str
     paper: str
     verdict: str
@@ -40,117 +42,153 @@ class Verdict:
 class Claim:
     number: int
     text: str
-    needs: tuple[str, ...]  # result names (ood_lib.results), each saved by one chapter
-    judge: Callable[[Saved], Verdict]
+    needs: tuple[type[Record], ...]  # the records it reads, each saved by one chapter
+    judge: Callable[[Saved], Judgement]
 
 
 def _name(dataset: str) -> str:
     return data.DISPLAY_NAMES[dataset]
 
 
-def _row(records: list[dict], **match: Any) -> dict:
-    """The one record whose fields equal ``match`` (a clear error otherwise)."""
-    found = [r for r in records if all(r.get(k) == v for k, v in match.items())]
-    if len(found) != 1:
-        raise KeyError(f"expected one saved record with {match}, found {len(found)}")
-    return found[0]
+def _get(saved: Saved, cls: type[R]) -> R:
+    """The saved record of type ``cls``."""
+    record = saved[cls]
+    if not isinstance(record, cls):
+        raise TypeError(f"saved[{cls.__name__}] holds a {type(record).__name__}")
+    return record
 
 
-def _figure1(saved: Saved, dataset: str) -> dict[str, dict]:
-    table = saved["phenomenon"]["tables"][dataset]
-    return {role: _row(table, role=role) for role in ("train", "test", "ood")}
+def _phenomenon(saved: Saved) -> records.Phenomenon:
+    return _get(saved, records.Phenomenon)
 
 
-def _claim1(saved: Saved) -> Verdict:
+def _figure1(saved: Saved, dataset: str) -> dict[str, records.SetScore]:
+    """The paper's three rows of one Glow, by role."""
+    rows = _phenomenon(saved).sets[dataset]
+    return {role: next(r for r in rows if r.role == role) for role in ("train", "test", "ood")}
+
+
+def _seed_spread(saved: Saved, dataset: str) -> str:
+    """The OOD - test gap over the training seeds the phenomenon chapter measured."""
+    gaps = [r.gap for r in _phenomenon(saved).seeds[dataset]]
+    if len(gaps) < 2:
+        return f"one seed only ({_name(dataset)}): no spread over seeds measured"
+    return (f"over {len(gaps)} seeds the OOD − test gap is {sum(gaps) / len(gaps):+.3f} "
+            f"[{min(gaps):+.3f}, {max(gaps):+.3f}] bits/dim, OOD preferred by "
+            f"{sum(g < 0 for g in gaps)} of {len(gaps)}")
+
+
+def _published(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def _claim1(saved: Saved) -> Judgement:
     rows = _figure1(saved, "cifar10")
-    b = {r: rows[r]["mean bpd"] for r in rows}
-    p = {r: rows[r]["paper bpd"] for r in rows}
+    b = {r: rows[r].mean_bpd for r in rows}
     below_test, below_train = b["ood"] < b["test"], b["ood"] < b["train"]
-    return Verdict(
+    return Judgement(
         f"Glow on CIFAR-10: SVHN-Test {b['ood']:.3f}, CIFAR-10-Test {b['test']:.3f}, "
-        f"CIFAR-10-Train {b['train']:.3f} bits/dim",
-        f"{p['ood']:.3f} / {p['test']:.3f} / {p['train']:.3f}",
+        f"CIFAR-10-Train {b['train']:.3f} bits/dim; {_seed_spread(saved, 'cifar10')}",
+        " / ".join(_published(rows[r].paper_bpd) for r in ("ood", "test", "train")),
         HOLDS if below_test and below_train else PARTLY if below_test else NOT_HERE,
         "SVHN is more likely than both CIFAR-10 sets" if below_test and below_train else
         "SVHN is more likely than the test set only" if below_test else
         "SVHN is less likely than CIFAR-10-Test")
 
 
-def _claim2(saved: Saved) -> Verdict:
+def _claim2(saved: Saved) -> Judgement:
     parts, held = [], []
     for dataset in ("fashion_mnist", "notmnist"):
         rows = _figure1(saved, dataset)
-        gap = rows["ood"]["mean bpd"] - rows["test"]["mean bpd"]
+        gap = rows["ood"].mean_bpd - rows["test"].mean_bpd
         held.append(gap < 0)
-        parts.append(f"Glow on {_name(dataset)}: MNIST-Test − test = {gap:+.3f} bits/dim")
+        parts.append(f"Glow on {_name(dataset)}: MNIST-Test − test = {gap:+.3f} bits/dim "
+                     f"({_seed_spread(saved, dataset)})")
     fm = _figure1(saved, "fashion_mnist")
-    return Verdict("; ".join(parts),
-                   f"Fashion-MNIST: MNIST {fm['ood']['paper bpd']:.3f} vs test "
-                   f"{fm['test']['paper bpd']:.3f}; notMNIST: no numbers published",
-                   HOLDS if all(held) else PARTLY if any(held) else NOT_HERE,
-                   f"MNIST preferred under {sum(held)} of the 2 models")
+    return Judgement("; ".join(parts),
+                     f"Fashion-MNIST: MNIST {_published(fm['ood'].paper_bpd)} vs test "
+                     f"{_published(fm['test'].paper_bpd)}; notMNIST: no numbers published",
+                     HOLDS if all(held) else PARTLY if any(held) else NOT_HERE,
+                     f"MNIST preferred under {sum(held)} of the 2 models")
 
 
-def _claim3(saved: Saved) -> Verdict:
-    table = saved["families"]["table"]
-    gap = {f: _row(table, family=f, **{"trained on": _name("cifar10")})["OOD − test"]
-           for f in ("Glow", "PixelCNN", "VAE")}
-    both = gap["PixelCNN"] < 0 and gap["VAE"] < 0
-    weaker = abs(gap["PixelCNN"]) < min(abs(gap["Glow"]), abs(gap["VAE"]))
-    return Verdict(
-        "SVHN − CIFAR-10-Test bits/dim: " + ", ".join(f"{f} {g:+.3f}" for f, g in gap.items()),
-        "both prefer SVHN; weaker for PixelCNN (histograms, no table)",
-        HOLDS if both and weaker else PARTLY if both or gap["PixelCNN"] < 0 or gap["VAE"] < 0
-        else NOT_HERE,
-        ("both prefer SVHN" if both else "not both prefer SVHN")
-        + ("; PixelCNN's preference is the weakest" if weaker and gap["PixelCNN"] < 0 else
-           "; PixelCNN's preference is not the weakest" if gap["PixelCNN"] < 0 else ""))
+def _claim3(saved: Saved) -> Judgement:
+    r"""Both families prefer SVHN (strength $0.5 -$ AUROC, its interval above 0), and
+    PixelCNN's preference is weaker: resolved only where the paired-bootstrap interval of
+    strength(PixelCNN) $-$ strength(other) excludes 0."""
+    fam = _get(saved, records.Families)
+    names = {"glow": "Glow", "pixelcnn": "PixelCNN", "vae": "VAE"}
+    strength = {r.family: r for r in fam.strength["cifar10"]}
+    diffs = {r.other: r for r in fam.differences["cifar10"]}
+    prefers = {f: strength[f].lo > 0 for f in ("pixelcnn", "vae")}
+    weaker = {f: d.resolved and d.hi < 0 for f, d in diffs.items()}
+    stronger = [names[f] for f, d in diffs.items() if d.resolved and d.lo > 0]
+    if not all(prefers.values()):
+        verdict = PARTLY if any(prefers.values()) else NOT_HERE
+        reason = "; ".join(f"{names[f]} {'prefers' if p else 'does not clearly prefer'} SVHN"
+                           for f, p in prefers.items())
+    elif all(weaker.values()):
+        verdict, reason = HOLDS, ("both prefer SVHN; PixelCNN's preference is weaker than every "
+                                  "other family's (paired intervals exclude 0)")
+    elif stronger:
+        verdict, reason = PARTLY, ("both prefer SVHN; PixelCNN's preference is *stronger* than "
+                                   + " and ".join(stronger) + "'s")
+    else:
+        verdict, reason = PARTLY, ("both prefer SVHN; whether PixelCNN's preference is weaker "
+                                   "is not resolved here (a paired interval holds 0)")
+    return Judgement(
+        "strength 0.5 − AUROC [95% interval], test bits/dim: " + "; ".join(
+            f"{names[f]} {r.strength:+.3f} [{r.lo:+.3f}, {r.hi:+.3f}], {r.test_bpd:.2f}"
+            for f, r in strength.items())
+        + ". PixelCNN − other (paired bootstrap): " + "; ".join(
+            f"{names[f]} {d.difference:+.3f} [{d.lo:+.3f}, {d.hi:+.3f}]" for f, d in diffs.items()),
+        "both prefer SVHN; weaker for PixelCNN (histograms, no table)", verdict, reason)
 
 
-def _claim4(saved: Saved) -> Verdict:
+def _claim4(saved: Saved) -> Judgement:
     parts, favours_det = [], []
+    terms = _get(saved, records.Decomposition).terms
     for dataset in ("notmnist", "cifar10", "fashion_mnist"):
-        terms = saved["decomposition"][dataset]["terms"]
-        det = _row(terms, term="log |det|")["OOD − test (nats)"]
-        pz = _row(terms, term="log p(z)")["OOD − test (nats)"]
-        favours_det.append(det > 0)
-        parts.append(f"{_name(dataset)}: OOD − test log|det| {det:+,.1f}, log p(z) {pz:+,.1f} nats")
-    return Verdict("; ".join(parts),
-                   "log|det| larger for the OOD set (Figure 4: notMNIST–MNIST, CIFAR-10–SVHN)",
-                   HOLDS if all(favours_det) else PARTLY if any(favours_det) else NOT_HERE,
-                   f"the volume term favours the OOD set for {sum(favours_det)} of 3 pairs")
+        gap = {t.term: t.gap_nats for t in terms[dataset]}
+        favours_det.append(gap["log |det|"] > 0)
+        parts.append(f"{_name(dataset)}: OOD − test log|det| {gap['log |det|']:+,.1f}, "
+                     f"log p(z) {gap['log p(z)']:+,.1f} nats")
+    return Judgement("; ".join(parts),
+                     "log|det| larger for the OOD set (Figure 4: notMNIST–MNIST, CIFAR-10–SVHN)",
+                     HOLDS if all(favours_det) else PARTLY if any(favours_det) else NOT_HERE,
+                     f"the volume term favours the OOD set for {sum(favours_det)} of 3 pairs")
 
 
-def _claim5(saved: Saved) -> Verdict:
-    gaps = saved["constant_volume"]["gaps"]
-    rows = {d: _row(gaps, model="CV-Glow (additive)", **{"trained on": _name(d)})
-            for d in ("cifar10", "fashion_mnist")}
-    every = {d: r["at every step"] for d, r in rows.items()}
-    final = {d: r["final gap"] < 0 for d, r in rows.items()}
-    return Verdict(
-        "; ".join(f"CV-Glow on {_name(d)}: OOD preferred at {r['steps with OOD preferred']} of "
-                  f"{r['logged steps']} logged steps, final gap {r['final gap']:+.3f} bits/dim"
-                  for d, r in rows.items()),
+def _claim5(saved: Saved) -> Judgement:
+    gaps = _get(saved, records.ConstantVolume).gaps
+    rows = {g.trained_on: g for g in gaps if g.model == "glow_cv"}
+    cifar = rows["cifar10"]
+    return Judgement(
+        "; ".join(f"CV-Glow on {_name(d)}: OOD preferred at {g.steps_with_ood_preferred} of "
+                  f"{g.logged_steps} logged steps over the first {g.epochs_logged:.1f} epochs, "
+                  f"final gap {g.final_gap:+.3f} bits/dim" for d, g in rows.items()),
         "CV-Glow on CIFAR-10 prefers SVHN at every point of training (Figure 5)",
-        HOLDS if every["cifar10"] else PARTLY if final["cifar10"] else NOT_HERE,
-        "at every logged step for CIFAR-10" if every["cifar10"] else
-        "at the end but not at every logged step" if final["cifar10"] else
+        HOLDS if cifar.at_every_step else PARTLY if cifar.final_gap < 0 else NOT_HERE,
+        f"at every logged step of the first {cifar.epochs_logged:.1f} epochs for CIFAR-10"
+        if cifar.at_every_step else
+        "at the end but not at every logged step" if cifar.final_gap < 0 else
         "SVHN is not preferred at the end of training")
 
 
-def _claim6(saved: Saved) -> Verdict:
-    so = saved["second_order"]
-    sums = [r for r in so["channel_sums"] if r["pair"].startswith(_name("cifar10"))]
-    smaller = all(r["Σ_hw (σ²_p* − σ²_q), ours"] > 0 for r in sums)
-    g = _row(so["gaps"], model="CV-Glow (additive)", **{"trained on": _name("cifar10")})
-    sign = (g["paper"] > 0) == (g["measured"] > 0)
-    close = sign and 0.5 <= g["paper"] / g["measured"] <= 2
-    return Verdict(
+def _claim6(saved: Saved) -> Judgement:
+    so = _get(saved, records.SecondOrder)
+    sums = [r for r in so.channel_sums if (r.trained_on, r.ood) == ("cifar10", "svhn")]
+    smaller = all(r.ours > 0 for r in sums)
+    g = next(g for g in so.gaps if (g.model, g.trained_on) == ("glow_cv", "cifar10"))
+    sign = (g.covariance > 0) == (g.measured > 0)
+    close = sign and 0.5 <= g.covariance / g.measured <= 2
+    return Judgement(
         "per-channel Σ(σ²_CIFAR − σ²_SVHN): "
-        + ", ".join(f"{r['channel']} {r['Σ_hw (σ²_p* − σ²_q), ours']:.1f}" for r in sums)
-        + f"; CV-Glow on CIFAR-10: ½Tr{{H(Σ_q − Σ_p*)}} = {g['paper']:+,.0f}, measured gap "
-        f"{g['measured']:+,.0f}, full expansion {g['total']:+,.0f} nats",
-        "sums 12.3 / 6.5 / 14.5; the covariance term predicts the SVHN preference",
+        + ", ".join(f"{r.channel} {r.ours:.1f}" for r in sums)
+        + f"; CV-Glow on CIFAR-10: ½Tr{{H(Σ_q − Σ_p*)}} = {g.covariance:+,.0f}, measured gap "
+        f"{g.measured:+,.0f}, full expansion {g.total:+,.0f} nats",
+        "sums " + " / ".join(f"{v:g}" for v in paper.CHANNEL_VARIANCE_SUMS[("cifar10", "svhn")])
+        + "; the covariance term predicts the SVHN preference",
         HOLDS if smaller and close else PARTLY if smaller or sign else NOT_HERE,
         ("SVHN has the smaller variance in every channel" if smaller else
          "SVHN does not have the smaller variance in every channel")
@@ -159,27 +197,24 @@ def _claim6(saved: Saved) -> Verdict:
            "; the covariance term has the wrong sign"))
 
 
-def _claim7(saved: Saved) -> Verdict:
-    table = saved["second_order"]["graying"]
+def _claim7(saved: Saved) -> Judgement:
+    rows = _get(saved, records.SecondOrder).graying
     parts, raised = [], []
-    for model in ("Glow (affine)", "CV-Glow (additive)"):
-        rows = [r for r in table if r["model"] == model]
-        grey = next(r for r in rows if "grey" in r["set"])
-        colour = next(r for r in rows if r["set"].startswith(_name("cifar10")) and "grey" not in r["set"])
-        raised.append(grey["mean bpd"] < colour["mean bpd"])
-        parts.append(f"{model}: grey {grey['mean bpd']:.3f} vs colour {colour['mean bpd']:.3f} bits/dim")
-    return Verdict("; ".join(parts), "graying raises the likelihood of CIFAR-10 images",
-                   HOLDS if all(raised) else PARTLY if any(raised) else NOT_HERE,
-                   f"grey images more likely under {sum(raised)} of 2 models")
+    for model, label in (("glow", "Glow (affine)"), ("glow_cv", "CV-Glow (additive)")):
+        bpd = {r.role: r.mean_bpd for r in rows if r.model == model}
+        raised.append(bpd["grey"] < bpd["colour"])
+        parts.append(f"{label}: grey {bpd['grey']:.3f} vs colour {bpd['colour']:.3f} bits/dim")
+    return Judgement("; ".join(parts), "graying raises the likelihood of CIFAR-10 images",
+                     HOLDS if all(raised) else PARTLY if any(raised) else NOT_HERE,
+                     f"grey images more likely under {sum(raised)} of 2 models")
 
 
-def _claim8(saved: Saved) -> Verdict:
-    table = saved["phenomenon"]["tables"]["cifar10"]
-    other = [r for r in table if str(r["role"]).startswith("other OOD")]
-    below = [r["evaluated on"] for r in other if r["AUROC vs test"] < 0.5]
-    return Verdict(
+def _claim8(saved: Saved) -> Judgement:
+    other = [r for r in _phenomenon(saved).sets["cifar10"] if r.role == "other"]
+    below = [r.label for r in other if r.auroc_vs_test is not None and r.auroc_vs_test < 0.5]
+    return Judgement(
         "CIFAR-10 Glow on the other offline sets, AUROC of bits/dim: "
-        + ", ".join(f"{r['evaluated on']} {r['AUROC vs test']:.2f}" for r in other),
+        + ", ".join(f"{r.label} {r.auroc_vs_test:.2f}" for r in other),
         "CelebA vs SVHN, ImageNet vs CIFAR-10/100/SVHN",
         UNTESTABLE,
         "CelebA and ImageNet are not available offline; of our other sets, "
@@ -188,67 +223,75 @@ def _claim8(saved: Saved) -> Verdict:
 
 CLAIMS: tuple[Claim, ...] = (
     Claim(1, "Glow trained on CIFAR-10 gives SVHN-Test a higher likelihood than CIFAR-10-Test "
-          "and even CIFAR-10-Train.", ("phenomenon",), _claim1),
+          "and even CIFAR-10-Train.", (records.Phenomenon,), _claim1),
     Claim(2, "The same for Glow trained on Fashion-MNIST or notMNIST, evaluated on MNIST-Test.",
-          ("phenomenon",), _claim2),
+          (records.Phenomenon,), _claim2),
     Claim(3, "PixelCNN and a VAE trained on CIFAR-10 also prefer SVHN (weaker for PixelCNN).",
-          ("families",), _claim3),
+          (records.Families,), _claim3),
     Claim(4, "In log p(x) = log p(z) + log|det|, the volume term is larger for the OOD set.",
-          ("decomposition",), _claim4),
+          (records.Decomposition,), _claim4),
     Claim(5, "A constant-volume Glow still prefers SVHN, at every point during training.",
-          ("constant_volume",), _claim5),
+          (records.ConstantVolume,), _claim5),
     Claim(6, "Second order: SVHN has smaller per-pixel variance, and ½Tr{H(Σ_q − Σ_p*)} "
-          "predicts the preference.", ("second_order",), _claim6),
-    Claim(7, "Graying CIFAR-10 images raises their likelihood.", ("second_order",), _claim7),
-    Claim(8, "The effect is not specific to these pairs (CelebA, ImageNet).", ("phenomenon",),
-          _claim8),
+          "predicts the preference.", (records.SecondOrder,), _claim6),
+    Claim(7, "Graying CIFAR-10 images raises their likelihood.", (records.SecondOrder,), _claim7),
+    Claim(8, "The effect is not specific to these pairs (CelebA, ImageNet).",
+          (records.Phenomenon,), _claim8),
 )
 
 
 def load(profile: str, claims: tuple[Claim, ...] = CLAIMS) -> Saved:
-    """Every result the claims need; a missing one fails loudly, naming the claim."""
+    """Every record the claims need; a missing one fails loudly, naming the claim."""
     saved: Saved = {}
     for claim in claims:
-        for name in claim.needs:
-            if name not in saved:
+        for cls in claim.needs:
+            if cls not in saved:
                 try:
-                    saved[name] = results.load_json(profile, name)
+                    saved[cls] = results.load_record(profile, cls)
                 except results.MissingResultError as err:
                     raise results.MissingResultError(
-                        f"scorecard claim {claim.number} needs result {name!r}: {err}") from err
+                        f"scorecard claim {claim.number} needs result {cls.NAME!r}: {err}") from err
     return saved
 
 
-def scorecard(profile: str, claims: tuple[Claim, ...] = CLAIMS) -> pd.DataFrame:
-    """One row per claim: the claim, this build's evidence, the paper's number, the verdict
-    and its reason."""
+def verdicts(profile: str, claims: tuple[Claim, ...] = CLAIMS) -> list[records.Verdict]:
+    """One verdict per claim: the claim, this build's evidence, the paper's number, the
+    verdict and its reason."""
     saved = load(profile, claims)
-    rows = []
+    out = []
     for claim in claims:
-        v = claim.judge(saved)
-        rows.append({"claim": claim.number, "the paper says": claim.text,
-                     "this build": v.evidence, "paper": v.paper, "verdict": v.verdict,
-                     "why": v.reason})
-    return pd.DataFrame(rows)
+        j = claim.judge(saved)
+        out.append(records.Verdict(claim=claim.number, text=claim.text, evidence=j.evidence,
+                                   paper=j.paper, verdict=j.verdict, reason=j.reason))
+    return out
 
 
-def fidelity(profile: str) -> pd.DataFrame:
-    """Every published number of the paper (``ood_lib.paper``) beside ours, with the difference."""
+# Display headers of the Verdict fields.
+VERDICT_HEADERS = {"claim": "claim", "text": "the paper says", "evidence": "this build",
+                   "paper": paper.LABEL, "verdict": "verdict", "reason": "why"}
+
+
+def fidelity(profile: str) -> list[records.FidelityRow]:
+    """Every published number of the paper (``ood_lib.paper``, recalled) beside ours now and,
+    where a model was retrained, ours before."""
     saved = load(profile, (CLAIMS[0], CLAIMS[5]))
     rows = []
     for (dataset, evaluated), published in paper.GLOW_BPD.items():
         role = {f"{dataset}_train": "train", f"{dataset}_test": "test"}.get(evaluated, "ood")
         ours = _figure1(saved, dataset)[role]
-        rows.append({"number": f"Glow on {_name(dataset)}, {ours['evaluated on']}, mean bits/dim",
-                     "paper": published, "ours": ours["mean bpd"],
-                     "ours − paper": ours["mean bpd"] - published,
-                     "images (ours)": ours["images used"]})
+        rows.append(records.FidelityRow(
+            number=f"Glow on {_name(dataset)}, {ours.label}, mean bits/dim", paper=published,
+            ours_before=ours.before_bpd, ours_now=ours.mean_bpd, images=ours.images))
+    so = _get(saved, records.SecondOrder)
     for (train, ood), published in paper.CHANNEL_VARIANCE_SUMS.items():
-        sums = [r for r in saved["second_order"]["channel_sums"]
-                if r["pair"].startswith(_name(train)) and _name(ood) in r["pair"]]
+        sums = [r for r in so.channel_sums if (r.trained_on, r.ood) == (train, ood)]
         for r, value in zip(sums, published, strict=True):
-            ours = r["Σ_hw (σ²_p* − σ²_q), ours"]
-            rows.append({"number": f"Σ_hw(σ²_{_name(train)} − σ²_{_name(ood)}), channel {r['channel']}",
-                         "paper": value, "ours": ours, "ours − paper": ours - value,
-                         "images (ours)": r["images"]})
-    return pd.DataFrame(rows)
+            rows.append(records.FidelityRow(
+                number=f"Σ_hw(σ²_{_name(train)} − σ²_{_name(ood)}), channel {r.channel}",
+                paper=value, ours_before=None, ours_now=r.ours, images=r.images))
+    return rows
+
+
+# Display headers of the FidelityRow fields.
+FIDELITY_HEADERS = {"number": "number", "paper": paper.LABEL, "ours_before": "ours before",
+                    "ours_now": "ours now", "images": "images (ours)"}

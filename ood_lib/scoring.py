@@ -23,15 +23,14 @@ absurd input) are kept as they are: :func:`finite_mean` and the metrics say how 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from torch import Tensor
 
-from ood_lib import data, paper, profiles, registry, results, transforms
+from ood_lib import data, paper, profiles, records, registry, results, transforms
 from ood_lib.likelihood import evaluate
 from ood_lib.metrics import auroc
 from ood_lib.registry import TrainedModel
@@ -46,7 +45,7 @@ OTHER_MAX_IMAGES: dict[str, int | None] = {"smoke": 200, "cpu": 2_000, "paper": 
 class EvalSet:
     name: str  # e.g. "svhn_test"
     label: str  # e.g. "SVHN-Test"
-    role: str  # "train" | "test" | "ood" (the paper's partner) | "other OOD ..." | "control"
+    role: str  # "train" | "val" | "test" | "ood" (the paper's partner) | "other" | "control"
     images: Tensor  # uint8 [N, C, H, W]
     coverage: str  # e.g. "7,136 of 26,032 (27.4%)"
 
@@ -96,9 +95,7 @@ def eval_sets(train_dataset: str, profile: str, data_root: str | Path | None = N
     sets = paper_sets(train_dataset, profile, data_root)
     for other in data.DATASETS:
         if other not in (train_dataset, partner):
-            converted = profiles.IMAGE_GEOMETRY[other][0] != channels
-            role = "other OOD (converted)" if converted else "other OOD"
-            sets.append(from_split(data.load(other, "test", data_root), role, channels, cap))
+            sets.append(from_split(data.load(other, "test", data_root), "other", channels, cap))
     return sets + list(control_sets(train_dataset, profile).values())
 
 
@@ -172,6 +169,8 @@ class ScoredPair:
     trained: TrainedModel
     sets: dict[str, EvalSet]
     scores: dict[str, dict[str, np.ndarray]]
+    # Why the pair has no "val" role for fits (see with_held_out); "" when it has one.
+    fit_note: str = ""
 
     @property
     def n_dims(self) -> int:
@@ -192,6 +191,61 @@ def score_pair(model: str, dataset: str, profile: str, seed: int = 0,
                                       for role, s in sets.items()})
 
 
+def _rows(eval_set: EvalSet, scores: dict[str, np.ndarray], rows: slice,
+          label: str) -> tuple[EvalSet, dict[str, np.ndarray]]:
+    return (EvalSet(eval_set.name, label, eval_set.role, eval_set.images[rows],
+                    f"{len(eval_set.images[rows]):,} of the {eval_set.n:,} images here"),
+            {k: v[rows] for k, v in scores.items()})
+
+
+def with_held_out(pair: ScoredPair, profile: str, data_root: str | Path | None = None,
+                  progress: bool = True) -> ScoredPair:
+    """``pair`` as a *fitted* OOD score uses it: roles ``"val"`` (the held-out split, the only
+    images anything is fitted on, :func:`ood_lib.data.check_fit_split`), ``"test"`` and
+    ``"ood"``. notMNIST's held-out images are the even positions of its test split, so its
+    ``"test"`` becomes the odd positions (the same halves for every method). A model that
+    trained on the held-out images (a stale stand-in, :func:`ood_lib.registry.get`) gets no
+    ``"val"``: fitted scores are not computed for it, and ``fit_note`` says why."""
+    trained, dataset = pair.trained, pair.trained.spec.dataset
+    channels, _ = profiles.IMAGE_GEOMETRY[dataset]
+    sets, scores = {"ood": pair.sets["ood"]}, {"ood": pair.scores["ood"]}
+    try:
+        held_out = trained.fit_split(data.load(dataset, "val", data_root))
+    except data.FitDataError as exc:
+        sets["test"], scores["test"] = pair.sets["test"], pair.scores["test"]
+        return ScoredPair(trained, sets, scores, fit_note=f"no fitted scores: {exc}")
+    if dataset == "notmnist":  # val = test[0::2] in load order; score test[1::2]
+        sets["val"], scores["val"] = _rows(pair.sets["test"], pair.scores["test"],
+                                           slice(0, None, 2), held_out.label)
+        sets["test"], scores["test"] = _rows(pair.sets["test"], pair.scores["test"],
+                                             slice(1, None, 2),
+                                             f"{pair.sets['test'].label} (odd positions)")
+    else:
+        sets["val"] = from_split(held_out, "val", channels, MAX_IMAGES[profile])
+        scores["val"] = score(trained, sets["val"], profile, progress)
+        sets["test"], scores["test"] = pair.sets["test"], pair.scores["test"]
+    return ScoredPair(trained, sets, scores)
+
+
+def seed_scores(model: str, dataset: str, seeds: Sequence[int], profile: str,
+                data_root: str | Path | None = None) -> list[records.SeedScore]:
+    """One record per training seed of ``model`` on ``dataset`` (same configuration and
+    budget): mean bits/dim on the paper's test and OOD sets, the OOD - test gap and the AUROC
+    of bits/dim, so a verdict can carry the spread over seeds; ``stale`` marks stand-ins."""
+    sets = {s.role: s for s in paper_sets(dataset, profile, data_root)}
+    rows = []
+    for seed in seeds:
+        trained = registry.get(model, dataset, profile, seed=seed, data_root=data_root,
+                               progress=False)
+        bpd = {r: score(trained, sets[r], profile, progress=False)["bpd"] for r in ("test", "ood")}
+        mean = {r: finite_mean(v)[0] for r, v in bpd.items()}
+        rows.append(records.SeedScore(
+            seed=seed, test_bpd=mean["test"], ood_bpd=mean["ood"],
+            gap=mean["ood"] - mean["test"], auroc=auroc(bpd["test"], bpd["ood"]),
+            stale=trained.stale is not None, checkpoint=trained.key))
+    return rows
+
+
 def finite_mean(values: np.ndarray) -> tuple[float, int]:
     """Mean of the finite values and the number left out as infinite (NaN is an error)."""
     values = np.asarray(values, float)
@@ -201,26 +255,33 @@ def finite_mean(values: np.ndarray) -> tuple[float, int]:
     return (float(values[finite].mean()) if finite.any() else float("nan")), int((~finite).sum())
 
 
-def bpd_table(trained: TrainedModel, sets: list[EvalSet], scores: dict[str, dict]) -> pd.DataFrame:
-    """The Figure 1 table: mean bits/dim per set, the paper's value where it has one, and
-    the AUROC of bits/dim as an OOD score against the in-distribution test set (0.5 = chance;
-    below 0.5 = the OOD set looks *more* likely)."""
+def set_scores(trained: TrainedModel, sets: list[EvalSet], scores: dict[str, dict],
+               before: dict[str, dict] | None = None) -> list[records.SetScore]:
+    """The Figure 1 rows: mean bits/dim per set (infinite values left out and counted), the
+    paper's (recalled) value where it has one, the mean bits/dim of the model this one replaced
+    (``before``: its scores by set name, where given) and the AUROC of bits/dim as an OOD score
+    against the in-distribution test set (0.5 = chance; below 0.5 = the OOD set looks *more*
+    likely)."""
     test = next(s for s in sets if s.role == "test")
     rows = []
     for s in sets:
         bpd = scores[s.name]["bpd"]
         mean, n_infinite = finite_mean(bpd)
-        rows.append({
-            "evaluated on": s.label,
-            "role": s.role,
-            "images used": s.coverage + (f"; {n_infinite:,} infinite, left out of the mean"
-                                         if n_infinite else ""),
-            "mean bpd": mean,
-            "median bpd": np.median(bpd),
-            "std bpd": bpd.std(),
-            "paper bpd": paper.GLOW_BPD.get((trained.spec.dataset, s.name), np.nan)
-            if trained.spec.model == "glow" else np.nan,
-            "AUROC vs test": np.nan if s.role in ("train", "test")
-            else auroc(scores[test.name]["bpd"], bpd),
-        })
-    return pd.DataFrame(rows)
+        published = (paper.GLOW_BPD.get((trained.spec.dataset, s.name))
+                     if trained.spec.model == "glow" else None)
+        rows.append(records.SetScore(
+            role=s.role, label=s.label,
+            images=s.coverage + (f"; {n_infinite:,} infinite, left out of the mean"
+                                 if n_infinite else ""),
+            mean_bpd=mean, paper_bpd=published,
+            before_bpd=finite_mean(before[s.name]["bpd"])[0] if before and s.name in before
+            else None,
+            auroc_vs_test=None if s.role in ("train", "test")
+            else auroc(scores[test.name]["bpd"], bpd)))
+    return rows
+
+
+# Display headers of the SetScore fields (the chapters' tables; records keep the field names).
+SET_SCORE_HEADERS = {"label": "evaluated on", "role": "role", "images": "images used",
+                     "mean_bpd": "mean bpd", "paper_bpd": f"{paper.LABEL} bpd",
+                     "before_bpd": "ours before bpd", "auroc_vs_test": "AUROC vs test"}

@@ -19,6 +19,8 @@ from ood_lib.models.pixelcnn import PixelCNN, PixelCNNConfig
 from ood_lib.models.vae import VAE, VAEConfig
 from ood_lib.train import LOG_FILE, TrainConfig, TrainResult, train
 
+pytestmark = pytest.mark.ddp
+
 WORLD = 2
 CFG = TrainConfig(steps=6, batch_size=8, lr=1e-3, warmup_steps=2, eval_every=3, eval_images=16,
                   checkpoint_every=3, init_batch_size=32)

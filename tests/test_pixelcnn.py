@@ -1,4 +1,5 @@
-"""Gated PixelCNN: causality, no blind spot, an exact normalised discrete likelihood, sampling."""
+"""Gated PixelCNN: causality, no blind spot, an exact normalised discrete likelihood, sampling;
+with the 256-way softmax and with the discretized logistic mixture output."""
 
 from __future__ import annotations
 
@@ -9,9 +10,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ood_lib.models.pixelcnn import SIZES, PixelCNN, PixelCNNConfig
+from ood_lib.models.pixelcnn import (
+    SIZES,
+    PixelCNN,
+    PixelCNNConfig,
+    logistic_mixture,
+    logistic_mixture_levels_log_p,
+    logistic_mixture_log_p,
+    mixture_outputs,
+)
 
 TINY = dict(hidden=12, layers=3, kernel=3, first_kernel=3)
+# The config keys of today's (softmax) models, hashed into the keys of shipped checkpoints.
+SOFTMAX_KEYS = {"in_channels", "image_size", "hidden", "layers", "kernel", "first_kernel"}
 
 
 def _model(in_channels: int = 3, image_size: int = 6, n_bits: int | None = None, **kw) -> PixelCNN:
@@ -63,6 +74,10 @@ CAUSAL_CONFIGS = [
     dict(in_channels=3, image_size=6),
     dict(in_channels=1, image_size=6),
     dict(in_channels=3, image_size=8, first_kernel=5, layers=2),
+    # the mixture's "logits" are its conditionals over all levels: 8 of them keep it small
+    dict(in_channels=3, image_size=6, mixtures=2, n_bits=3),
+    dict(in_channels=1, image_size=6, mixtures=2, n_bits=3),
+    dict(in_channels=3, image_size=8, first_kernel=5, layers=2, hidden=10, mixtures=3, n_bits=3),
 ]
 
 
@@ -101,9 +116,11 @@ def test_no_blind_spot_upper_right() -> None:
     assert upper_right.shape == (3, r, r - 1) and upper_right.all()
 
 
-def test_sample_crop_is_exact() -> None:
+@pytest.mark.parametrize("mixtures", [0, 3])
+def test_sample_crop_is_exact(mixtures: int) -> None:
     """Row i's logits from rows i - receptive_rows .. i equal those of the whole image."""
-    model = _perturb(_model(in_channels=3, image_size=8, first_kernel=5, layers=2))
+    model = _perturb(_model(in_channels=3, image_size=8, first_kernel=5, layers=2,
+                            mixtures=mixtures))
     x = model.scale(_images(model, 2))
     full = model.logits_from_float(x)
     r = model.receptive_rows
@@ -112,14 +129,20 @@ def test_sample_crop_is_exact() -> None:
         torch.testing.assert_close(crop[..., -1, :], full[..., i, :], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("mixtures", [0, 3])
 @pytest.mark.parametrize("in_channels", [1, 3])
-def test_distributions_normalised_and_log_px_exact(in_channels: int) -> None:
-    model = _perturb(_model(in_channels=in_channels))
+def test_distributions_normalised_and_log_px_exact(in_channels: int, mixtures: int) -> None:
+    """The training path (for a mixture: the chain rule on the joints of the pixel's first
+    colours, at the true levels only) against the conditionals over all 256 levels."""
+    model = _perturb(_model(in_channels=in_channels, mixtures=mixtures))
     x = _images(model, 3)
     logits = model.logits(x).double()
     assert logits.shape == (3, in_channels, 256, 6, 6)
     total = torch.exp(F.log_softmax(logits, dim=2)).sum(2)
     torch.testing.assert_close(total, torch.ones_like(total))
+    if mixtures:  # the mixture's logits are log-probabilities already
+        torch.testing.assert_close(torch.logsumexp(logits, 2), torch.zeros_like(total),
+                                   rtol=0, atol=1e-5)
     # log P(x) = sum over subpixels of logit[true level] - logsumexp(logits), computed apart
     picked = logits.gather(2, x.long()[:, :, None]).squeeze(2)  # [B, C, H, W]
     log_p = picked - torch.logsumexp(logits, dim=2)
@@ -130,9 +153,10 @@ def test_distributions_normalised_and_log_px_exact(in_channels: int) -> None:
         torch.testing.assert_close(parts[f"log_px_c{k}"].double(), log_p[:, k].sum((1, 2)), **close)
 
 
+@pytest.mark.parametrize("mixtures", [0, 3])
 @pytest.mark.parametrize("in_channels", [1, 3])
-def test_parts_add_up(in_channels: int) -> None:
-    model = _perturb(_model(in_channels=in_channels))
+def test_parts_add_up(in_channels: int, mixtures: int) -> None:
+    model = _perturb(_model(in_channels=in_channels, mixtures=mixtures))
     assert model.additive_parts == tuple(f"log_px_c{k}" for k in range(in_channels))
     parts = model.log_prob_parts(_images(model, 4))
     assert set(parts) == {"log_px", *model.additive_parts}
@@ -140,13 +164,78 @@ def test_parts_add_up(in_channels: int) -> None:
     torch.testing.assert_close(total, parts["log_px"])
 
 
-def test_probabilities_of_all_images_sum_to_one() -> None:
-    """The chain rule is a proper distribution: with 2 bits on 2x2 grey images, the 4**4 = 256
-    images' probabilities add up to 1 (a leak through the masks would break it)."""
-    model = _perturb(_model(in_channels=1, image_size=2, n_bits=2), scale=0.5)
-    levels = torch.tensor(list(itertools.product(range(4), repeat=4)), dtype=torch.uint8)
-    log_px = model.log_prob_parts(levels.view(256, 1, 2, 2))["log_px"].double()
+@pytest.mark.parametrize("in_channels, image_size, mixtures", [(1, 2, 0), (1, 2, 3), (3, 1, 3)])
+def test_probabilities_of_all_images_sum_to_one(
+    in_channels: int, image_size: int, mixtures: int
+) -> None:
+    """The chain rule is a proper distribution: with 2 bits, the 4**4 images of 2x2 grey pixels
+    (or the 4**3 of one RGB pixel: the mixture's colour coefficients) add up to 1 (a leak
+    through the masks would break it)."""
+    model = _perturb(_model(in_channels=in_channels, image_size=image_size, n_bits=2,
+                            mixtures=mixtures), scale=0.5)
+    d = math.prod(model.input_shape)
+    levels = torch.tensor(list(itertools.product(range(4), repeat=d)), dtype=torch.uint8)
+    log_px = model.log_prob_parts(levels.view(-1, *model.input_shape))["log_px"].double()
     torch.testing.assert_close(torch.logsumexp(log_px, 0).exp().item(), 1.0, rtol=0, atol=1e-5)
+
+
+def _naive_mixture_conditionals(out: torch.Tensor, x: torch.Tensor, n_levels: int):
+    """``P(x_c = l | x_{<c})`` ``[N, C, n_levels]`` of one pixel per row, written out from the
+    raw head output ``out`` ``[N, K (1 + 2C + C(C-1)/2)]`` and the levels ``x`` ``[N, C]``
+    (float64): sigmoid differences on the [-1, 1] scale, bins of half-width 1 / (n - 1); and
+    ``[N, C]`` where the components' weights did not underflow (the values are exact there)."""
+    n, c = x.shape
+    k = out.shape[1] // mixture_outputs(c, 1)
+    out = out.view(n, -1, k)
+    pi = torch.softmax(out[:, 0], dim=1)  # [N, K]
+    u = x / (n_levels - 1) * 2 - 1
+    mean, log_s = out[:, 1 : 1 + c].clone(), out[:, 1 + c : 1 + 2 * c].clamp(min=-7.0)
+    coeff = torch.tanh(out[:, 1 + 2 * c :])
+    if c == 3:  # mean_G += c1 u_R, mean_B += c2 u_R + c3 u_G
+        mean[:, 1] += coeff[:, 0] * u[:, 0, None]
+        mean[:, 2] += coeff[:, 1] * u[:, 0, None] + coeff[:, 2] * u[:, 1, None]
+    levels = torch.arange(n_levels, dtype=x.dtype)
+    centre = levels / (n_levels - 1) * 2 - 1  # [L]
+    s = log_s.exp()[..., None]  # [N, C, K, 1]
+    upper = (centre + 1 / (n_levels - 1) - mean[..., None]) / s  # [N, C, K, L]
+    lower = (centre - 1 / (n_levels - 1) - mean[..., None]) / s
+    upper[..., -1], lower[..., 0] = math.inf, -math.inf  # the edge bins take the tails
+    # DL(l | component k) of each colour: sigma(upper) - sigma(lower), or, above the mean, the
+    # same as sigma(-lower) - sigma(-upper) (two numbers near 1 would cancel)
+    dl = torch.where(lower > 0, torch.sigmoid(-lower) - torch.sigmoid(-upper),
+                     torch.sigmoid(upper) - torch.sigmoid(lower))
+    # weights of the components given the pixel's earlier colours (at their levels x)
+    at_x = dl.gather(3, x.long()[:, :, None, None].expand(n, c, k, 1))[..., 0]  # [N, C, K]
+    before = torch.cumprod(torch.cat([torch.ones_like(at_x[:, :1]), at_x[:, :-1]], 1), 1)
+    w = pi[:, None] * before  # [N, C, K]; all of them underflow in extreme contexts
+    return ((w / w.sum(2, keepdim=True))[..., None] * dl).sum(2), w.sum(2) > 1e-250
+
+
+@pytest.mark.parametrize("in_channels", [1, 3])
+def test_mixture_probabilities_of_all_levels_sum_to_one(in_channels: int) -> None:
+    """For one subpixel with random mixture parameters (float64; means beyond the level range,
+    scales from below the floor to thousands of levels), the probabilities of the 256 levels
+    add up to 1, equal sigmoid differences written out apart, and the training path (the
+    chain rule at the true levels) picks the same values."""
+    g = torch.Generator().manual_seed(in_channels)
+    n, k, c = 200, 4, in_channels
+    out = torch.randn(n, mixture_outputs(c, k), generator=g, dtype=torch.float64) * 2.0
+    log_scales = slice(k * (1 + c), k * (1 + 2 * c))
+    out[:, log_scales] = torch.rand(n, k * c, generator=g, dtype=torch.float64) * 12 - 9
+    x = torch.randint(0, 256, (n, c), generator=g).double()
+    x[:8] = torch.tensor([0.0, 255.0])[torch.arange(8) % 2, None]  # edge levels as context
+    u = (x / 255 * 2 - 1)[..., None, None]  # [N, C, 1, 1]
+    mixture = logistic_mixture(out[..., None, None], u, 256)
+    log_p = logistic_mixture_levels_log_p(u, *mixture, 256)[..., 0, 0]  # [N, C, 256]
+    assert log_p.dtype == torch.float64 and log_p.shape == (n, c, 256)
+    torch.testing.assert_close(torch.logsumexp(log_p, 2), torch.zeros(n, c, dtype=torch.float64),
+                               rtol=0, atol=1e-12)
+    naive, defined = _naive_mixture_conditionals(out, x, 256)
+    assert defined[:, 0].all() and defined.float().mean() > 0.8
+    torch.testing.assert_close(log_p.exp()[defined], naive[defined], rtol=1e-9, atol=1e-12)
+    chain = logistic_mixture_log_p(x[..., None, None], *mixture, 256)[..., 0, 0]  # [N, C]
+    picked = log_p.gather(2, x.long()[..., None])[..., 0]
+    torch.testing.assert_close(chain, picked, rtol=1e-10, atol=1e-10)
 
 
 def test_discrete_uniform_is_n_bits() -> None:
@@ -166,9 +255,10 @@ def test_discrete_uniform_is_n_bits() -> None:
     torch.testing.assert_close(model.train_loss(x), torch.tensor(8.0), rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("mixtures", [0, 3])
 @pytest.mark.parametrize("in_channels", [1, 3])
-def test_sample(in_channels: int) -> None:
-    model = _perturb(_model(in_channels=in_channels, image_size=4)).eval()
+def test_sample(in_channels: int, mixtures: int) -> None:
+    model = _perturb(_model(in_channels=in_channels, image_size=4, mixtures=mixtures)).eval()
     a = model.sample(3, torch.Generator().manual_seed(5))
     b = model.sample(3, torch.Generator().manual_seed(5))
     c = model.sample(3, torch.Generator().manual_seed(6))
@@ -177,13 +267,15 @@ def test_sample(in_channels: int) -> None:
     assert torch.isfinite(model.log_prob_parts(a)["log_px"]).all()
 
 
+@pytest.mark.parametrize("mixtures", [0, 4])
 @pytest.mark.parametrize("in_channels, image_size", [(1, 2), (3, 1)])
-def test_sample_follows_the_model(in_channels: int, image_size: int) -> None:
+def test_sample_follows_the_model(in_channels: int, image_size: int, mixtures: int) -> None:
     """Samples hit each image about P(x) of the time (all 4**D images of 2 bits and D = 4 or 3
     subpixels enumerated). The model is first fitted to constant images, so its subpixels
     depend strongly on each other and a sampler that read them in the wrong order (pixels, or
     colours within a pixel) would be far off."""
-    model = _model(in_channels=in_channels, image_size=image_size, n_bits=2, hidden=24)
+    model = _model(in_channels=in_channels, image_size=image_size, n_bits=2, hidden=24,
+                   mixtures=mixtures)
     shape = model.input_shape
     d = math.prod(shape)
     flat = torch.arange(4, dtype=torch.uint8).repeat_interleave(16)  # 4 constant images x 16
@@ -228,6 +320,9 @@ def test_clear_errors() -> None:
         PixelCNNConfig(kernel=4)
     with pytest.raises(ValueError, match="n_bits"):
         PixelCNN(PixelCNNConfig(**TINY), n_bits=9)
+    with pytest.raises(ValueError, match="mixtures"):
+        PixelCNNConfig(mixtures=-1)
+    PixelCNNConfig(in_channels=3, hidden=16, mixtures=5)  # one group: any width
 
 
 def test_sizes_and_config() -> None:
@@ -239,9 +334,35 @@ def test_sizes_and_config() -> None:
     assert PixelCNNConfig(**config.to_dict()) == config
 
 
-def test_deterministic_and_training_lowers_loss() -> None:
+def test_default_config_dicts_are_unchanged() -> None:
+    """The output option is left out of to_dict at its default (the softmax), so the dicts, and
+    the checkpoint keys hashed from them, of every existing model stay as they were."""
+    assert set(PixelCNNConfig().to_dict()) == SOFTMAX_KEYS
+    for size in SIZES.values():
+        for channels, image_size in ((1, 28), (3, 32)):
+            d = PixelCNNConfig(in_channels=channels, image_size=image_size, **size).to_dict()
+            assert d == dict(in_channels=channels, image_size=image_size, **size)
+    assert PixelCNNConfig(in_channels=3, image_size=32, **SIZES[("cpu", "rgb")]).to_dict() == dict(
+        in_channels=3, image_size=32, hidden=30, layers=4, kernel=3, first_kernel=7)
+    mixture = PixelCNNConfig(hidden=32, layers=5, mixtures=5)
+    assert mixture.to_dict() == dict(in_channels=3, image_size=32, hidden=32, layers=5, kernel=3,
+                                     first_kernel=7, mixtures=5)
+    assert PixelCNNConfig(**mixture.to_dict()) == mixture
+
+
+@pytest.mark.parametrize("in_channels, outputs", [(1, 3 * 5), (3, 10 * 5)])
+def test_mixture_head_size(in_channels: int, outputs: int) -> None:
+    """K (1 + 2C + C(C-1)/2) outputs per pixel: 100 for RGB with K = 10 against the softmax's 768."""
+    assert mixture_outputs(in_channels, 5) == outputs
+    assert mixture_outputs(3, 10) == 100
+    model = _model(in_channels=in_channels, mixtures=5)
+    assert model.head[-1].out_channels == outputs
+
+
+@pytest.mark.parametrize("mixtures", [0, 3])
+def test_deterministic_and_training_lowers_loss(mixtures: int) -> None:
     torch.set_num_threads(1)
-    model = _model(in_channels=3, image_size=6)
+    model = _model(in_channels=3, image_size=6, mixtures=mixtures)
     x = _images(model, 8)
     torch.testing.assert_close(model.log_prob_parts(x), model.log_prob_parts(x), rtol=0, atol=0)
     optimizer = torch.optim.Adamax(model.parameters(), lr=1e-3)

@@ -1,5 +1,6 @@
 """VAE: the importance-weighted bound against the ELBO, Jensen and exact quadrature; the
-discretized logistic; batch-size invariance; input checks; training."""
+discretized logistic; batch-size invariance; input checks; training; with a global latent
+vector and with a spatial latent map."""
 
 from __future__ import annotations
 
@@ -7,16 +8,25 @@ import math
 
 import pytest
 import torch
+from torch import nn
 from torch.distributions import Normal
 
 from ood_lib.models.vae import (
     SIZES,
     VAE,
+    ResBlock,
     VAEConfig,
     discretized_logistic_log_p,
 )
 
 torch.set_num_threads(1)
+
+# The config keys of today's (global-latent) models, hashed into the keys of shipped checkpoints.
+GLOBAL_KEYS = {"in_channels", "image_size", "hidden", "latent", "k_eval", "seed_eval"}
+# Tiny spatial latents for the 8x8 images of _vae: 3 x 4 x 4 and 3 x 2 x 2, with and without
+# residual blocks.
+LATENTS = [dict(), dict(latent_stride=2, res_blocks=1), dict(latent_stride=4, res_blocks=2),
+           dict(latent_stride=4)]
 
 
 def _vae(n_bits: int = 8, double: bool = True, **kw) -> VAE:
@@ -32,6 +42,14 @@ def _images(n: int, shape: tuple[int, int, int] = (1, 8, 8), n_bits: int = 8, se
     return torch.randint(0, 2**n_bits, (n, *shape), generator=g, dtype=torch.uint8)
 
 
+def _perturb_res_blocks(model: VAE) -> None:
+    """Move the zero-initialised last convolutions of the residual blocks off zero."""
+    g = torch.Generator().manual_seed(7)
+    for block in (m for m in model.modules() if isinstance(m, ResBlock)):
+        weight = block.out.weight
+        weight.data.copy_(0.3 * torch.randn(weight.shape, generator=g, dtype=weight.dtype))
+
+
 def _naive_log_p_x_given_z(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor, n: int):
     """log of sigma(upper) - sigma(lower) summed over subpixels, edges taking the tails."""
     s = torch.exp(log_scale)
@@ -40,9 +58,18 @@ def _naive_log_p_x_given_z(x: torch.Tensor, mean: torch.Tensor, log_scale: torch
     return torch.log(upper - lower).flatten(1).sum(1)
 
 
-def test_k1_bound_is_the_single_sample_elbo() -> None:
-    model, x = _vae(), _images(5)
-    eps = torch.randn(5, 1, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+def _sharpen(model: VAE, factor: float) -> None:
+    """Scale the first weighted layer of the decoder: p(x|z) then depends strongly on z."""
+    first = next(m for m in model.decoder if isinstance(m, nn.Linear | nn.Conv2d))
+    first.weight.data.mul_(factor)
+
+
+@pytest.mark.parametrize("kw", LATENTS)
+def test_k1_bound_is_the_single_sample_elbo(kw: dict) -> None:
+    model, x = _vae(**kw), _images(5)
+    _perturb_res_blocks(model)  # they start as the identity
+    d = model.latent_dim
+    eps = torch.randn(5, 1, d, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     parts = model.iw_bound(x, 1, eps)
     with torch.no_grad():
         mu, log_sigma = model.encode(x)
@@ -57,8 +84,9 @@ def test_k1_bound_is_the_single_sample_elbo() -> None:
     assert torch.all(parts["iw_gain"] == 0)
 
 
-def test_train_loss_is_the_negative_elbo_in_bits_per_dim() -> None:
-    model, x = _vae(), _images(4)
+@pytest.mark.parametrize("kw", LATENTS)
+def test_train_loss_is_the_negative_elbo_in_bits_per_dim(kw: dict) -> None:
+    model, x = _vae(**kw), _images(4)
     loss = model.train_loss(x, torch.Generator().manual_seed(5))
     with torch.no_grad():
         mu, log_sigma = model.encode(x)
@@ -70,11 +98,13 @@ def test_train_loss_is_the_negative_elbo_in_bits_per_dim() -> None:
     torch.testing.assert_close(loss.detach(), expected, atol=1e-10, rtol=1e-10)
 
 
+@pytest.mark.parametrize("kw", [LATENTS[0], LATENTS[1]])
 @pytest.mark.parametrize("k", [1, 2, 5, 16])
-def test_doubling_k_never_lowers_the_bound_on_fixed_samples(k: int) -> None:
+def test_doubling_k_never_lowers_the_bound_on_fixed_samples(k: int, kw: dict) -> None:
     # log((A + B) / 2) >= (log A + log B) / 2: L_2k(s_1..s_2k) >= mean of the two halves' L_k
-    model, x = _vae(), _images(6)
-    eps = torch.randn(6, 2 * k, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(k))
+    model, x = _vae(**kw), _images(6)
+    shape = (6, 2 * k, model.latent_dim)
+    eps = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(k))
     with torch.no_grad():
         l_2k = model.iw_bound(x, 2 * k, eps)["log_px"]
         halves = [model.iw_bound(x, k, e)["log_px"] for e in (eps[:, :k], eps[:, k:])]
@@ -109,10 +139,11 @@ def test_bound_approaches_the_exact_likelihood_from_quadrature() -> None:
     assert err[1].mean() < -1.0  # the ELBO's gap is real here
 
 
+@pytest.mark.parametrize("kw", [LATENTS[0], LATENTS[2]])
 @pytest.mark.parametrize("k", [1, 3, 17])
-def test_parts_add_up_and_importance_weighting_only_gains(k: int) -> None:
-    model, x = _vae(double=False), _images(5)
-    model.decoder[0].weight.data.mul_(3.0)
+def test_parts_add_up_and_importance_weighting_only_gains(k: int, kw: dict) -> None:
+    model, x = _vae(double=False, **kw), _images(5)
+    _sharpen(model, 3.0)
     with torch.no_grad():
         parts = model.iw_bound(x, k)
         default = model.log_prob_parts(x)
@@ -124,10 +155,11 @@ def test_parts_add_up_and_importance_weighting_only_gains(k: int) -> None:
     torch.testing.assert_close(default["log_px"], model.iw_bound(x, 4)["log_px"], atol=0, rtol=0)
 
 
-def test_scores_do_not_depend_on_the_batch_and_are_deterministic() -> None:
+@pytest.mark.parametrize("kw", [dict(), dict(latent_stride=4, res_blocks=1)])
+def test_scores_do_not_depend_on_the_batch_and_are_deterministic(kw: dict) -> None:
     """Per-image seeded noise: batches of 1, 3 and 7 agree to float round-off (batched
     convolutions may sum in another order), and a rerun is bit-identical."""
-    model = _vae(double=False, image_size=28)  # 28 is padded to 32 inside
+    model = _vae(double=False, image_size=28, **kw)  # 28 is padded to 32 inside
     x = _images(7, (1, 28, 28))
     x[5] = x[1]  # the same image twice in a batch gets the same number
     with torch.no_grad():
@@ -187,10 +219,21 @@ def test_clear_errors() -> None:
     for bad in (dict(latent=0), dict(image_size=2), dict(k_eval=0), dict(hidden=0)):
         with pytest.raises(ValueError):
             VAEConfig(**bad)
+    for stride in (1, 3, 6, 64):  # a power of two from 2 up to the padded size, 32
+        with pytest.raises(ValueError, match="latent_stride"):
+            VAEConfig(image_size=28, latent_stride=stride)
+    VAEConfig(image_size=28, latent_stride=32)
+    for bad in (dict(res_blocks=1), dict(latent_stride=4, res_blocks=-1)):
+        with pytest.raises(ValueError, match="res_blocks"):
+            VAEConfig(**bad)
+    spatial = _vae(latent_stride=2)
+    with pytest.raises(ValueError, match=r"eps must be \[2, 2, 48\]"):
+        spatial.iw_bound(_images(2), 2, torch.zeros(2, 2, 3))
 
 
-def test_adam_steps_lower_the_training_loss() -> None:
-    model = _vae(double=False, **SIZES[("smoke", "grey")])
+@pytest.mark.parametrize("kw", [dict(), dict(latent_stride=4, res_blocks=1)])
+def test_adam_steps_lower_the_training_loss(kw: dict) -> None:
+    model = _vae(double=False, **SIZES[("smoke", "grey")], **kw)
     x = _images(16)
     x[:, :, 2:6, 2:6] = 200  # some shared structure to learn
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -226,6 +269,51 @@ def test_profiles_build_and_sample(profile: str, shape: tuple[int, int]) -> None
         mean, _ = model.decode(z)
         assert torch.equal(median, mean.round().clamp(0, 255).to(torch.uint8))
         assert model.train_loss(x).isfinite()
+
+
+def test_default_config_dicts_are_unchanged() -> None:
+    """The spatial-latent fields are left out of to_dict at their defaults, so the dicts, and
+    the checkpoint keys hashed from them, of every existing model stay as they were."""
+    assert set(VAEConfig().to_dict()) == GLOBAL_KEYS
+    for size in SIZES.values():
+        for channels, image_size in ((1, 28), (3, 32)):
+            d = VAEConfig(in_channels=channels, image_size=image_size, **size).to_dict()
+            assert d == dict(in_channels=channels, image_size=image_size, seed_eval=0, **size)
+    assert VAEConfig(in_channels=3, image_size=32, **SIZES[("cpu", "rgb")]).to_dict() == dict(
+        in_channels=3, image_size=32, hidden=64, latent=64, k_eval=16, seed_eval=0)
+    for extra in (dict(latent_stride=4), dict(latent_stride=4, res_blocks=2)):
+        spatial = VAEConfig(latent=16, **extra)
+        assert spatial.to_dict() == {**VAEConfig(latent=16).to_dict(), **extra}
+        assert VAEConfig(**spatial.to_dict()) == spatial
+
+
+@pytest.mark.parametrize("shape, stride, grid", [((3, 32), 4, 8), ((1, 28), 4, 8), ((3, 32), 2, 16),
+                                                 ((1, 28), 32, 1)])
+def test_spatial_latent_shapes_and_samples(shape: tuple[int, int], stride: int, grid: int) -> None:
+    """z is a [latent, S/s, S/s] map on the padded grid, flat to the bound and the sampler;
+    samples are uint8 images of the input's own size; residual blocks start as the identity."""
+    channels, size = shape
+    cfg = VAEConfig(in_channels=channels, image_size=size, hidden=8, latent=5, k_eval=2,
+                    latent_stride=stride, res_blocks=1)
+    model = VAE(cfg)
+    assert model.latent_shape == (5, grid, grid) and model.latent_dim == 5 * grid * grid
+    x = _images(3, (channels, size, size))
+    with torch.no_grad():
+        mu, log_sigma = model.encode(x)
+        mean, log_scale = model.decode(mu)
+        parts = model.log_prob_parts(x)
+    assert mu.shape == log_sigma.shape == (3, model.latent_dim)
+    assert mean.shape == log_scale.shape == (3, channels, size, size)
+    assert model.eps_for(x, 4).shape == (3, 4, model.latent_dim)
+    assert set(parts) == {"log_px", *VAE.additive_parts}
+    assert all(v.shape == (3,) and v.dtype == torch.float64 for v in parts.values())
+    samples = model.sample(4, torch.Generator().manual_seed(0))
+    assert samples.shape == (4, channels, size, size) and samples.dtype == torch.uint8
+    assert torch.equal(model.sample(4, torch.Generator().manual_seed(0)), samples)
+    blocks = [m for m in model.modules() if isinstance(m, ResBlock)]
+    assert len(blocks) == 2 * int(math.log2(stride))  # one per resolution, encoder and decoder
+    h = torch.randn(2, blocks[0].conv.in_channels, 4, 4)
+    assert torch.equal(blocks[0](h), h)
 
 
 def test_iw_curve_is_the_bound_on_nested_samples() -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ood_lib import profiles
+from ood_lib import profiles, records
 
 
 def ood_curves(log: pd.DataFrame, dataset: str) -> pd.DataFrame:
@@ -30,9 +30,34 @@ def ood_curves(log: pd.DataFrame, dataset: str) -> pd.DataFrame:
     })
 
 
-def gap_summary(curves: pd.DataFrame) -> dict[str, float | int | bool]:
-    """Whether the OOD set is preferred at every logged step, and the gap's range."""
+def gap_summary(curves: pd.DataFrame, model: str, dataset: str) -> records.GapOverTraining:
+    """Whether the OOD set is preferred at every logged step of ``model`` trained on
+    ``dataset``, over how many epochs the log runs, and the final gap."""
     gap = curves["ood − test"]
-    return {"logged steps": len(gap), "steps with OOD preferred": int((gap < 0).sum()),
-            "at every step": bool((gap < 0).all()), "largest gap": float(gap.max()),
-            "smallest gap": float(gap.min()), "final gap": float(gap.iloc[-1])}
+    return records.GapOverTraining(
+        model=model, trained_on=dataset, logged_steps=len(gap),
+        epochs_logged=float(curves["epoch"].iloc[-1]),
+        steps_with_ood_preferred=int((gap < 0).sum()), at_every_step=bool((gap < 0).all()),
+        final_gap=float(gap.iloc[-1]))
+
+
+# Roles of a learning curve: the log column that holds each (the train role prefers the
+# deterministic train slice; older logs only have the running training loss).
+CURVE_ROLES = ("train", "held-out", "test", "OOD")
+
+
+def learning_curve(log: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """A training log in long form for plotting against compute: one row per logged step and
+    role (``train``, ``held-out``, ``test``, ``OOD``, those the log has), with ``hours``, the
+    process CPU-hours where the log has ``cpu_s`` and otherwise wall-clock hours (``clock``
+    says which: wall time under contention is not compute), and ``bpd``."""
+    ood = profiles.PAIRS[dataset]
+    columns = {"train": f"{dataset}_train_bpd" if f"{dataset}_train_bpd" in log else "train_bpd",
+               "held-out": f"{dataset}_val_bpd", "test": f"{dataset}_test_bpd",
+               "OOD": f"{ood}_test_bpd"}
+    clock = "CPU" if "cpu_s" in log else "wall"
+    hours = log["cpu_s" if clock == "CPU" else "wall_s"] / 3600
+    return pd.concat([
+        pd.DataFrame({"step": log["step"], "epoch": log["epoch"], "hours": hours, "clock": clock,
+                      "role": role, "bpd": log[column]})
+        for role, column in columns.items() if column in log], ignore_index=True)

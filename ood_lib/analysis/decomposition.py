@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ood_lib import records
 from ood_lib.models.glow import Glow
 from ood_lib.scoring import finite_mean
 
@@ -62,6 +63,15 @@ def term_table(scores: Scores, n_dims: int, n_bits: int) -> pd.DataFrame:
     rows.append({"term": "bits/dim (sum)", **{f"{r} (bpd)": v for r, v in total.items()},
                  "OOD − test (bpd)": total["ood"] - total["test"]})
     return pd.DataFrame(rows)
+
+
+def term_gaps(scores: Scores) -> list[records.TermGap]:
+    r"""OOD - test difference of the mean of each term of $\log p(x)$ (nats per image):
+    ``log p(z)``, ``log |det|`` and their sum ``log p(x)``; a positive gap favours the OOD set."""
+    return [records.TermGap(term=label, gap_nats=_mean(scores["ood"][term])
+                            - _mean(scores["test"][term]))
+            for term, label in (("log_pz", "log p(z)"), ("log_det", "log |det|"),
+                                ("log_px", "log p(x)"))]
 
 
 def part_names(scores: Mapping[str, np.ndarray]) -> list[str]:

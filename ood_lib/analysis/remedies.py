@@ -84,7 +84,7 @@ from PIL import Image, features
 from scipy.stats import gaussian_kde, rankdata
 from sklearn import metrics as skm
 
-from ood_lib import scoring
+from ood_lib import data, records, scoring
 from ood_lib.metrics import aupr, auroc, fpr_at_tpr
 from ood_lib.models.base import DensityModel
 from ood_lib.scoring import EvalSet
@@ -406,13 +406,14 @@ def set_bits(eval_set: EvalSet, codec: str, profile: str) -> np.ndarray:
 DOS_FIT_IMAGES = 2_000
 
 
-def per_image_scores(model: DensityModel, fit: dict[str, np.ndarray], x: dict[str, np.ndarray],
-                     n_dims: int, bits: dict[str, np.ndarray],
+def per_image_scores(model: DensityModel, fit: dict[str, np.ndarray] | None,
+                     x: dict[str, np.ndarray], n_dims: int, bits: dict[str, np.ndarray],
                      more: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Every per-image score of one set (``x``: its cached scores), larger = more OOD:
 
     - ``NLL``: bits/dim, the raw-likelihood baseline;
-    - ``typicality (M = 1)``: $|-\\log p(x) - \\hat H|$ with $\\hat H$ from ``fit``;
+    - ``typicality (M = 1)``: $|-\\log p(x) - \\hat H|$ with $\\hat H$ from ``fit`` (the
+      held-out split's scores; ``fit=None``: no fitted score, for a model that trained on it);
     - ``complexity (<codec>)``: $S(x)$ with the set's compressed lengths ``bits[codec]``;
     - ``density of states``: :func:`dos_score` of the model's additive parts (Glow:
       $\\log p(z)$, $\\log|\\det|$; PixelCNN: per-channel log-probabilities; VAE: its ELBO parts
@@ -423,13 +424,15 @@ def per_image_scores(model: DensityModel, fit: dict[str, np.ndarray], x: dict[st
     """
     parts = list(model.additive_parts)
     more = more or {}
-    out = {"NLL": x["bpd"],
-           "typicality (M = 1)": typicality_score(x["log_px"], entropy_estimate(fit["log_px"]))}
+    out = {"NLL": x["bpd"]}
+    if fit is not None:
+        out["typicality (M = 1)"] = typicality_score(x["log_px"], entropy_estimate(fit["log_px"]))
     for codec, b in bits.items():
         out[f"complexity ({CODEC_NAMES[codec]})"] = complexity_score(x["bpd"], n_dims, b)
-    # the KDE costs (fit rows) x (scored rows) kernel evaluations: fit on the first 2,000
-    fit_stats = np.stack([fit[p][:DOS_FIT_IMAGES] for p in parts], 1)
-    out["density of states"] = dos_score(fit_stats, np.stack([x[p] for p in parts], 1))
+    if fit is not None:
+        # the KDE costs (fit rows) x (scored rows) kernel evaluations: fit on the first 2,000
+        fit_stats = np.stack([fit[p][:DOS_FIT_IMAGES] for p in parts], 1)
+        out["density of states"] = dos_score(fit_stats, np.stack([x[p] for p in parts], 1))
     if "log_px_bg" in more:
         out["likelihood ratio"] = likelihood_ratio(x["log_px"], more["log_px_bg"])
     if "log_px_members" in more:
@@ -437,39 +440,44 @@ def per_image_scores(model: DensityModel, fit: dict[str, np.ndarray], x: dict[st
     return out
 
 
-def _pair_label(pair: scoring.ScoredPair) -> str:
-    return f"{pair.sets['train'].label.removesuffix('-Train')} → {pair.sets['ood'].label}"
+def pair_label(dataset: str, ood: str) -> str:
+    """``"CIFAR10 → SVHN-Test"``: a training set and the OOD set it is scored against."""
+    return f"{data.DISPLAY_NAMES[dataset]} → {ood}"
 
 
 def detection_table(pairs: Mapping[tuple[str, str], scoring.ScoredPair],
                     bits: Mapping[tuple[str, str], dict[str, dict[str, np.ndarray]]],
                     companions: Mapping[tuple[str, str], Companions], profile: str,
-                    seed: int = 0) -> tuple[pd.DataFrame, dict]:
+                    seed: int = 0) -> tuple[list[records.Detection], dict]:
     """Every per-image score of every (model, training set) on its test set against its OOD
-    set: one :func:`detection_row` each (``bits[run][role][codec]``: compressed lengths;
-    ``companions[run]``: the run's background model and ensemble, if any), and the ROC curves,
-    keyed by ``(run, method)``. The fit set is each model's scored train set."""
+    set: one :class:`~ood_lib.records.Detection` each (``bits[run][role][codec]``: compressed
+    lengths; ``companions[run]``: the run's background model and ensemble, if any), and the ROC
+    curves, keyed by ``(run, method)``. Each pair comes from
+    :func:`ood_lib.scoring.with_held_out`: fitted scores are fitted on its ``"val"`` role, and
+    left out where it has none."""
     rows, curves = [], {}
     for run, pair in pairs.items():
-        fit, test, ood = (pair.scores[r] for r in ("train", "test", "ood"))
+        fit, test, ood = pair.scores.get("val"), pair.scores["test"], pair.scores["ood"]
         model, more = pair.trained.model, companions[run]
         s_test = per_image_scores(model, fit, test, pair.n_dims, bits[run]["test"],
                                   more.log_px(pair.sets["test"], profile, test["log_px"]))
         s_ood = per_image_scores(model, fit, ood, pair.n_dims, bits[run]["ood"],
                                  more.log_px(pair.sets["ood"], profile, ood["log_px"]))
         for method in s_test:
-            rows.append({"model": run[0], "pair": _pair_label(pair), "method": method,
-                         **detection_row(s_test[method], s_ood[method], seed=seed),
-                         "images (test / OOD)": f"{len(test['bpd']):,} / {len(ood['bpd']):,}"})
+            rows.append(records.Detection(
+                model=run[0], trained_on=run[1], ood=pair.sets["ood"].label, method=method,
+                **detection_row(s_test[method], s_ood[method], seed=seed),
+                images=f"{len(test['bpd']):,} / {len(ood['bpd']):,}"))
             curves[(run, method)] = roc_curve(s_test[method], s_ood[method])
-    return pd.DataFrame(rows), curves
+    return rows, curves
 
 
 def other_sets_table(pair: scoring.ScoredPair, sets: Sequence[EvalSet], profile: str,
                      companions: Companions, seed: int = 0) -> pd.DataFrame:
     """AUROC of every per-image score (PNG as the compressor) of ``pair``'s model on each of
-    ``sets`` (other OOD sets, controls) against its test set, with each set's coverage."""
-    model, fit, test = pair.trained.model, pair.scores["train"], pair.scores["test"]
+    ``sets`` (other OOD sets, controls) against its test set, with each set's coverage;
+    ``pair`` as :func:`ood_lib.scoring.with_held_out` gives it."""
+    model, fit, test = pair.trained.model, pair.scores.get("val"), pair.scores["test"]
     s_test = per_image_scores(model, fit, test, pair.n_dims,
                               {"png": set_bits(pair.sets["test"], "png", profile)},
                               companions.log_px(pair.sets["test"], profile, test["log_px"]))

@@ -28,10 +28,37 @@ may only see the inputs before it. Three devices make it so:
 Each layer is a gated unit $y = \tanh(W_f * x) \odot \sigma(W_g * x)$ on both stacks; the
 horizontal one adds the (1x1-projected, shifted) vertical pre-activation and a residual
 connection. A 1x1 head maps the last horizontal features to $C \cdot 2^n$ logits.
+
+**Logistic-mixture output** (``mixtures`` $= K \ge 1$; PixelCNN++, Salimans et al., 2017).
+The $2^n$-way softmax costs $C \cdot 2^n$ outputs per pixel (768 for RGB) and most of a
+training step. Instead the head can give, per pixel, $K$ mixture weights $\pi_k$ and for each
+component $k$ and colour $c$ a mean $m_{k,c}$, a log-scale $\log s_{k,c}$ and, for every
+earlier colour $c' < c$, a coefficient $\alpha_{k,c,c'} = \tanh(\cdot) \in (-1, 1)$:
+$K (1 + 2C + C(C-1)/2)$ outputs (100 for RGB with $K = 10$, $3K$ for grey). The network then
+has a single group (mask A hides the whole current pixel, so every feature at pixel $i$ sees
+$x_{<i}$ alone) and the colours of a pixel depend on each other through the means, linear in
+the pixel's earlier colours $u_{i,c'}$ on the $[-1, 1]$ scale:
+
+$$P(x_i \mid x_{<i}) = \sum_{k=1}^{K} \pi_k \prod_{c=1}^{C}
+    \mathrm{DL}\Big(x_{i,c} \,\Big|\, m_{k,c} + \sum_{c' < c} \alpha_{k,c,c'}\, u_{i,c'},\;
+    s_{k,c}\Big)$$
+
+(for RGB: $\mu_G = m_G + \alpha_1 u_R$, $\mu_B = m_B + \alpha_2 u_R + \alpha_3 u_G$), with DL the
+discretized logistic of :func:`ood_lib.models.vae.discretized_logistic_log_p`: the mass of
+the bin $[x - \tfrac12, x + \tfrac12]$ on the level scale, bin $0$ taking $(-\infty, \tfrac12]$ and
+bin $2^n - 1$ taking $[2^n - \tfrac32, \infty)$. The per-colour parts are still the chain rule's
+conditionals, differences of the joint of the pixel's first colours:
+
+$$\log P(x_{i,c} \mid x_{<i}, x_{i,<c}) = \log \sum_k \pi_k \prod_{c' \le c} \mathrm{DL}_{k,c'}
+    - \log \sum_k \pi_k \prod_{c' < c} \mathrm{DL}_{k,c'}.$$
+
+Sampling is exact and ancestral: a component $k \sim \pi$, then the colours in order, each
+from its logistic (whose mean uses the colours already drawn), rounded to its bin.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import ClassVar
 
@@ -40,6 +67,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ood_lib.models.base import DensityModel
+from ood_lib.models.vae import MIN_LOG_SCALE, discretized_logistic_log_p
 
 
 @dataclass(frozen=True)
@@ -48,7 +76,8 @@ class PixelCNNConfig:
 
     in_channels: int = 3
     image_size: int = 32
-    # Feature maps per stack; split into in_channels colour groups (64 per colour for RGB).
+    # Feature maps per stack; with the softmax output split into in_channels colour groups
+    # (64 per colour for RGB).
     hidden: int = 192
     # Gated layers; with kernel 3 each widens the receptive field by one pixel each way.
     layers: int = 15
@@ -56,11 +85,16 @@ class PixelCNNConfig:
     kernel: int = 3
     # Kernel of the first (mask A) layer: PixelCNN's 7x7 reaches 3 pixels away at once.
     first_kernel: int = 7
+    # Output: 0, a 2**n_bits-way softmax per subpixel; K >= 1, a mixture of K discretized
+    # logistics per pixel (PixelCNN++), the network then in one group (any hidden).
+    mixtures: int = 0
 
     def __post_init__(self) -> None:
         if self.in_channels < 1 or self.image_size < 1 or self.layers < 1:
             raise ValueError(f"need in_channels, image_size, layers >= 1; got {self}")
-        if self.hidden < 1 or self.hidden % self.in_channels:
+        if self.mixtures < 0:
+            raise ValueError(f"mixtures must be >= 0 (0: softmax), got {self.mixtures}")
+        if self.hidden < 1 or not self.mixtures and self.hidden % self.in_channels:
             raise ValueError(
                 f"hidden {self.hidden} must be a positive multiple of in_channels "
                 f"{self.in_channels} (one group of feature maps per colour)"
@@ -69,7 +103,12 @@ class PixelCNNConfig:
             raise ValueError(f"kernel and first_kernel must be odd and >= 1; got {self}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields, ``mixtures`` only when not 0: the dict is hashed into checkpoint keys,
+        and the keys of the softmax models predate the field."""
+        d = asdict(self)
+        if not self.mixtures:
+            del d["mixtures"]
+        return d
 
 
 # Config keyword arguments (besides in_channels, image_size) per profile.
@@ -92,6 +131,66 @@ SIZES: dict[tuple[str, str], dict[str, int]] = {
 
 # Training steps under the cpu profile (batch 64), from the step times above: ~35 minutes.
 CPU_STEPS = {"cifar10": 1_800, "fashion_mnist": 4_000}
+
+
+def mixture_outputs(channels: int, mixtures: int) -> int:
+    """Head outputs per pixel of a ``mixtures``-component logistic mixture over ``channels``
+    colours: $K$ weights, $KC$ means, $KC$ log-scales, $K C (C-1)/2$ coefficients."""
+    return mixtures * (1 + 2 * channels + channels * (channels - 1) // 2)
+
+
+def logistic_mixture(out: Tensor, u: Tensor, n_levels: int) -> tuple[Tensor, Tensor, Tensor]:
+    r"""The mixture of each pixel from the head output ``out`` ``[B, K (1 + 2C + C(C-1)/2), H, W]``
+    and the image ``u`` ``[B, C, H, W]`` on the $[-1, 1]$ scale (colour $c$'s means use
+    $u_{i,c'}$, $c' < c$, only): ``(log_pi [B, K, H, W], mean [B, C, K, H, W], log_scale [B, C,
+    K, H, W])``, the log-weights normalised, mean and log-scale on the level scale.
+
+    ``out`` holds $K$ channels each of: the weights' logits; the means $m_{k,c}$ of colour 0, 1,
+    ...; the log-scales, likewise; the coefficients $\alpha_{k,c,c'}$ (before the tanh) of the
+    pairs $(c, c') = (1, 0), (2, 0), (2, 1), \dots$ in that order:
+    $\mu_{k,c} = m_{k,c} + \sum_{c' < c} \alpha_{k,c,c'} u_{c'}$."""
+    b, c, height, width = u.shape
+    k = out.shape[1] // mixture_outputs(c, 1)
+    out = out.view(b, -1, k, height, width)  # [B, 1 + 2C + C(C-1)/2, K, H, W]
+    log_pi = F.log_softmax(out[:, 0], dim=1)  # [B, K, H, W]
+    alpha = torch.tanh(out[:, 1 + 2 * c :])  # [B, C(C-1)/2, K, H, W]
+    means = list(out[:, 1 : 1 + c].unbind(1))  # C x [B, K, H, W]
+    pairs = [(later, earlier) for later in range(c) for earlier in range(later)]
+    for n, (later, earlier) in enumerate(pairs):
+        means[later] = means[later] + alpha[:, n] * u[:, earlier, None]  # mu += alpha u_{c'}
+    # [-1, 1] units -> levels: mu -> (mu + 1)(2^n - 1)/2, s -> s (2^n - 1)/2
+    half = (n_levels - 1) / 2
+    log_scale = out[:, 1 + c : 1 + 2 * c].clamp(min=MIN_LOG_SCALE) + math.log(half)
+    return log_pi, half * (torch.stack(means, 1) + 1.0), log_scale
+
+
+def logistic_mixture_log_p(
+    x: Tensor, log_pi: Tensor, mean: Tensor, log_scale: Tensor, n_levels: int
+) -> Tensor:
+    r"""Chain-rule conditionals $\log P(x_{i,c} \mid x_{<i}, x_{i,<c})$ ``[B, C, H, W]`` of the
+    levels ``x`` (floats ``[B, C, H, W]``) under the mixture of :func:`logistic_mixture`:
+    differences over $c$ of $\log \sum_k \pi_k \prod_{c' \le c} \mathrm{DL}_{k,c'}$."""
+    log_dl = discretized_logistic_log_p(x[:, :, None], mean, log_scale, n_levels)  # [B, C, K, H, W]
+    joint = torch.logsumexp(log_pi[:, None] + log_dl.cumsum(1), dim=2)  # [B, C, H, W]: x_{i,<=c}
+    return torch.diff(joint, dim=1, prepend=torch.zeros_like(joint[:, :1]))
+
+
+def logistic_mixture_levels_log_p(
+    u: Tensor, log_pi: Tensor, mean: Tensor, log_scale: Tensor, n_levels: int
+) -> Tensor:
+    r"""$\log P(x_{i,c} = l \mid x_{<i}, x_{i,<c})$ for every level $l$ ``[B, C, 2^n, H, W]``,
+    the pixel's earlier colours read from ``u`` (``[B, C, H, W]``, $[-1, 1]$ scale):
+    $\sum_k w_{k,c}\, \mathrm{DL}(l \mid \mu_{k,c}, s_{k,c})$ with the components' posterior
+    weights $w_{k,c} \propto \pi_k \prod_{c' < c} \mathrm{DL}_{k,c'}$."""
+    x = (u + 1.0) * ((n_levels - 1) / 2)  # the levels, [B, C, H, W]
+    log_dl = discretized_logistic_log_p(x[:, :, None], mean, log_scale, n_levels)  # [B, C, K, H, W]
+    before = torch.cat([torch.zeros_like(log_dl[:, :1]), log_dl.cumsum(1)[:, :-1]], 1)  # c' < c
+    log_w = F.log_softmax(log_pi[:, None] + before, dim=2)  # [B, C, K, H, W]
+    levels = torch.arange(n_levels, dtype=u.dtype, device=u.device).view(-1, 1, 1)  # [L, 1, 1]
+    # [B, C, K, L, H, W]: every level under every component
+    log_dl_all = discretized_logistic_log_p(levels, mean[:, :, :, None], log_scale[:, :, :, None],
+                                            n_levels)
+    return torch.logsumexp(log_w[:, :, :, None] + log_dl_all, dim=2)
 
 
 def groups_of(n: int, groups: int, per_group: int) -> Tensor:
@@ -172,7 +271,8 @@ class GatedLayer(nn.Module):
 
 
 class PixelCNN(DensityModel):
-    """Gated PixelCNN with a $2^n$-way softmax per subpixel (see the module docstring)."""
+    """Gated PixelCNN with a $2^n$-way softmax per subpixel or a logistic mixture per pixel
+    (see the module docstring)."""
 
     likelihood = "discrete"
     # One part per colour, log_px_c{c} = sum over pixels of log P(x_{i,c} | ...); set per
@@ -180,28 +280,35 @@ class PixelCNN(DensityModel):
     additive_parts: ClassVar[tuple[str, ...]] = ("log_px_c0", "log_px_c1", "log_px_c2")
 
     def __init__(self, config: PixelCNNConfig, n_bits: int | None = None) -> None:
-        """``n_bits`` (default: the class's, 8) fixes the softmax size $K = 2^n$ for good."""
+        """``n_bits`` (default: the class's, 8) fixes the number of levels $2^n$ for good."""
         super().__init__()
         if n_bits is not None:
             if not 1 <= n_bits <= 8:
                 raise ValueError(f"n_bits must be in 1..8, got {n_bits}")
             self.n_bits = n_bits
         self.config = config
-        c, p = config.in_channels, config.hidden
+        c, p, mixtures = config.in_channels, config.hidden, config.mixtures
         self.additive_parts = tuple(f"log_px_c{k}" for k in range(c))
-        self.n_levels = 2**self.n_bits  # K, levels per subpixel
-        g_hid = groups_of(p, c, p // c)
+        self.n_levels = 2**self.n_bits  # levels per subpixel
+        # softmax: one group per colour, colour c's input in group c; mixture: one group, so
+        # the first layer's mask A hides the whole current pixel
+        groups = 1 if mixtures else c
+        g_hid = groups_of(p, groups, p // groups)
+        g_in = torch.zeros(c, dtype=torch.long) if mixtures else torch.arange(c)
         kernels = [config.first_kernel] + [config.kernel] * (config.layers - 1)
         self.layers = nn.ModuleList(  # the first layer reads the C colours of x, mask A
-            GatedLayer(g_hid if n else torch.arange(c), c, p, k, first=n == 0)
-            for n, k in enumerate(kernels)
+            GatedLayer(g_hid if n else g_in, groups, p, size, first=n == 0)
+            for n, size in enumerate(kernels)
         )
+        # softmax: output channel c * n_levels + level belongs to colour c; mixture: all to the
+        # single group
+        g_out = (torch.zeros(mixture_outputs(c, mixtures), dtype=torch.long) if mixtures
+                 else torch.arange(c * self.n_levels) // self.n_levels)
         self.head = nn.Sequential(
             nn.ReLU(),
             MaskedConv2d(g_hid, g_hid, (1, 1), mask_type="B"),
             nn.ReLU(),
-            # output channel k * n_levels + level belongs to colour k
-            MaskedConv2d(g_hid, torch.arange(c * self.n_levels) // self.n_levels, (1, 1)),
+            MaskedConv2d(g_hid, g_out, (1, 1)),
         )
 
     @property
@@ -239,9 +346,15 @@ class PixelCNN(DensityModel):
         return h
 
     def logits_from_float(self, x: Tensor) -> Tensor:
-        """Logits ``[B, C, 2**n_bits, H', W]`` of a float input ``[B, C, H', W]`` scaled to
-        $[-1, 1]$; differentiable in ``x`` (the causality tests use it)."""
-        out = self.head(self.features(x))  # [B, C * K, H', W]
+        r"""Logits ``[B, C, 2**n_bits, H', W]`` of a float input ``[B, C, H', W]`` scaled to
+        $[-1, 1]$; differentiable in ``x`` (the causality tests use it). With a mixture they
+        are the conditionals' log-probabilities themselves (already normalised), the pixel's
+        earlier colours read from ``x``, computed for every level under every component
+        ($K \cdot 2^n$ floats per subpixel; training never needs them)."""
+        out = self.head(self.features(x))  # [B, C 2^n or mixture outputs, H', W]
+        if self.config.mixtures:
+            mixture = logistic_mixture(out, x, self.n_levels)
+            return logistic_mixture_levels_log_p(x, *mixture, self.n_levels)
         b, _, height, width = out.shape
         return out.view(b, self.config.in_channels, self.n_levels, height, width)
 
@@ -252,27 +365,59 @@ class PixelCNN(DensityModel):
 
     def log_prob_parts(self, x: Tensor) -> dict[str, Tensor]:
         r"""``log_px`` $= \log P(x)$ (nats, ``[B]``) and its per-colour parts ``log_px_c{k}``."""
-        # log P(x_{i,c} | x_{<i}, x_{i,<c}) = log_softmax(logits)[x_{i,c}]
-        log_p = F.log_softmax(self.logits(x), dim=2)  # [B, C, K, H, W]
-        log_p = log_p.gather(2, x.long().unsqueeze(2)).squeeze(2)  # [B, C, H, W]
+        self._check(x)
+        u = self.scale(x)
+        if self.config.mixtures:  # the mixture at the true levels alone, never all 2^n of them
+            mixture = logistic_mixture(self.head(self.features(u)), u, self.n_levels)
+            log_p = logistic_mixture_log_p(x.float(), *mixture, self.n_levels)  # [B, C, H, W]
+        else:  # log P(x_{i,c} | x_{<i}, x_{i,<c}) = log_softmax(logits)[x_{i,c}]
+            log_p = F.log_softmax(self.logits_from_float(u), dim=2)  # [B, C, 2^n, H, W]
+            log_p = log_p.gather(2, x.long().unsqueeze(2)).squeeze(2)  # [B, C, H, W]
         per_colour = log_p.sum(dim=(2, 3))  # [B, C]
         parts = {name: per_colour[:, k] for k, name in enumerate(self.additive_parts)}
         return {"log_px": per_colour.sum(1), **parts}
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """Draw ``n`` images (uint8 ``[n, C, H, W]``) subpixel by subpixel: raster order, and
-        R, G, B within a pixel; one forward pass per subpixel, on the rows it can see."""
+        """Draw ``n`` images (uint8 ``[n, C, H, W]``) in raster order, R, G, B within a pixel;
+        each forward pass runs on the rows the pixel can see. Softmax: one pass per subpixel;
+        mixture: one per pixel (its parameters see only earlier pixels)."""
         c, s = self.config.in_channels, self.config.image_size
         device = next(self.parameters()).device
         x = torch.zeros(n, c, s, s, dtype=torch.uint8, device=device)
         for i in range(s):
             top = max(0, i - self.receptive_rows)  # rows top..i hold all that row i sees
             for j in range(s):
+                if self.config.mixtures:
+                    x[:, :, i, j] = self._sample_pixel(self._head_at(x, top, i, j), generator)
+                    continue
                 for k in range(c):
-                    h = self.features(self.scale(x[:, :, top : i + 1]))[:, :, -1:, j : j + 1]
-                    logits = self.head(h).view(n, c, self.n_levels)  # the head is 1x1
-                    probs = torch.softmax(logits[:, k], dim=1)  # [n, K]
+                    logits = self._head_at(x, top, i, j).view(n, c, self.n_levels)
+                    probs = torch.softmax(logits[:, k], dim=1)  # [n, 2^n]
                     level = torch.multinomial(probs, 1, generator=generator)  # [n, 1]
                     x[:, k, i, j] = level[:, 0].to(torch.uint8)
         return x
+
+    def _head_at(self, x: Tensor, top: int, i: int, j: int) -> Tensor:
+        """The head's output ``[n, outputs, 1, 1]`` at pixel ``(i, j)`` of the uint8 images
+        ``x``, from rows ``top..i`` (the head is 1x1)."""
+        return self.head(self.features(self.scale(x[:, :, top : i + 1]))[:, :, -1:, j : j + 1])
+
+    def _sample_pixel(self, out: Tensor, generator: torch.Generator | None) -> Tensor:
+        r"""One pixel's colours (uint8 ``[n, C]``) from its mixture (head output ``out``
+        ``[n, outputs, 1, 1]``): a component, then each colour's logistic by inversion,
+        $y = \mu + s \,\mathrm{logit}(v)$, $v \sim U(0, 1)$, rounded to its bin."""
+        n, c = len(out), self.config.in_channels
+        u = out.new_zeros(n, c, 1, 1)  # the pixel on the [-1, 1] scale, filled colour by colour
+        log_pi = logistic_mixture(out, u, self.n_levels)[0][:, :, 0, 0]  # [n, K]
+        k = torch.multinomial(log_pi.exp(), 1, generator=generator)  # [n, 1]
+        levels = torch.zeros(n, c, dtype=torch.uint8, device=out.device)
+        for colour in range(c):
+            _, mean, log_scale = logistic_mixture(out, u, self.n_levels)  # colour's: u_{<colour}
+            mu = mean[:, colour, :, 0, 0].gather(1, k)[:, 0]  # [n]
+            scale = log_scale[:, colour, :, 0, 0].gather(1, k)[:, 0].exp()
+            v = torch.rand(n, generator=generator, device=out.device)
+            level = (mu + scale * torch.logit(v)).round().clamp(0, self.n_levels - 1)
+            levels[:, colour] = level.to(torch.uint8)
+            u[:, colour, 0, 0] = self.scale(level)
+        return levels

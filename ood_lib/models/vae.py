@@ -40,6 +40,17 @@ SHA-256 of the image's bytes: an image gets the same number whatever batch it is
 Image sizes that are not a power of two (28 for MNIST) are zero-padded (in the $[-1, 1]$
 scale the encoder sees) to the next power of two; the decoder works at that size and its
 output is cropped back, so the likelihood covers exactly the image's own subpixels.
+
+**Spatial latent** (``latent_stride`` $= s \ge 2$). One global $z$ has to carry every detail of
+a CIFAR-10 image through a few dozen numbers. Instead $z$ can be a map of ``latent`` channels
+on the padded image's grid shrunk $s$ times, $z \in \mathbb R^{d}$ with
+$d = \texttt{latent} \cdot (S/s)^2$ (a $16 \times 8 \times 8$ map for $S = 32$, $s = 4$), the prior
+still $\mathcal N(0, I)$ and $q$ still diagonal, so every formula above holds with this $d$.
+Encoder: strided convolutions down to the grid, then a 3x3 convolution to $(\mu, \log \sigma)$
+per position; decoder: a 3x3 convolution up from $z$, then strided transposed convolutions
+back to the image. At every resolution below the image's, both run ``res_blocks`` residual
+blocks $h + W_2\, \mathrm{ELU}(W_1\, \mathrm{ELU}(h))$ ($W_1$ 3x3, $W_2$ 1x1 and zero at
+initialisation, so that a deep stack starts as the identity).
 """
 
 from __future__ import annotations
@@ -73,11 +84,32 @@ def discretized_logistic_log_p(x: Tensor, mean: Tensor, log_scale: Tensor, n_lev
     inv_s = torch.exp(-log_scale)
     a = (x + 0.5 - mean) * inv_s  # upper bin edge, standardised
     b = (x - 0.5 - mean) * inv_s  # lower bin edge
+    softplus_b = F.softplus(b)
     # log(sigma(a) - sigma(b)) = a + log(1 - e^{b - a}) - softplus(a) - softplus(b), b - a = -1/s
-    middle = a + torch.log(-torch.expm1(-inv_s)) - F.softplus(a) - F.softplus(b)
+    middle = a + torch.log(-torch.expm1(-inv_s)) - F.softplus(a) - softplus_b
     # log sigma(a) (bin 0: (-inf, 1/2]) and log(1 - sigma(b)) (top bin: [n - 3/2, inf))
-    lowest, highest = -F.softplus(-a), -F.softplus(b)
+    lowest, highest = -F.softplus(-a), -softplus_b
     return torch.where(x <= 0, lowest, torch.where(x >= n_levels - 1, highest, middle))
+
+
+def padded_size(image_size: int) -> int:
+    """The power of two (at least 4) the networks work at: ``image_size`` rounded up."""
+    return max(4, 1 << (image_size - 1).bit_length())
+
+
+class ResBlock(nn.Module):
+    r"""$h + W_2\, \mathrm{ELU}(W_1\, \mathrm{ELU}(h))$, $W_1$ a 3x3 and $W_2$ a 1x1 convolution
+    (same width); $W_2$ starts at zero, so the block starts as the identity."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(width, width, 3, padding=1)
+        self.out = nn.Conv2d(width, width, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return h + self.out(F.elu(self.conv(F.elu(h))))
 
 
 def image_seed(image: Tensor, seed: int) -> int:
@@ -110,6 +142,12 @@ class VAEConfig:
     k_eval: int = 32
     # Seed mixed with each image's hash for its scoring noise.
     seed_eval: int = 0
+    # 0: one global latent vector of `latent` dims (the DCGAN-like pair); s, a power of two
+    # >= 2: a spatial latent of `latent` channels on the padded image's grid shrunk s times.
+    latent_stride: int = 0
+    # Residual blocks at each resolution below the image's, in the encoder and the decoder
+    # (spatial latent only).
+    res_blocks: int = 0
 
     def __post_init__(self) -> None:
         if self.in_channels < 1 or self.hidden < 1 or self.latent < 1:
@@ -118,9 +156,20 @@ class VAEConfig:
             raise ValueError(f"image_size must be in [4, 256], got {self.image_size}")
         if self.k_eval < 1:
             raise ValueError(f"k_eval must be >= 1, got {self.k_eval}")
+        s, padded = self.latent_stride, padded_size(self.image_size)
+        if s and not (2 <= s <= padded and s & (s - 1) == 0):
+            raise ValueError(f"latent_stride must be 0 or a power of two in [2, {padded}], got {s}")
+        if self.res_blocks < 0 or self.res_blocks and not s:
+            raise ValueError(f"res_blocks must be >= 0, and 0 without latent_stride; got {self}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields, ``latent_stride`` and ``res_blocks`` only when not 0: the dict is hashed
+        into checkpoint keys, and the keys of the global-latent models predate them."""
+        d = asdict(self)
+        for name in ("latent_stride", "res_blocks"):
+            if not d[name]:
+                del d[name]
+        return d
 
 
 # Config keyword arguments (besides in_channels, image_size) per profile. Measured with ONE
@@ -152,9 +201,14 @@ class VAE(DensityModel):
     def __init__(self, config: VAEConfig) -> None:
         super().__init__()
         self.config = config
-        c, size = config.in_channels, config.image_size
-        self.padded_size = max(4, 1 << (size - 1).bit_length())  # next power of two
-        self.pad = (self.padded_size - size) // 2
+        self.padded_size = padded_size(config.image_size)
+        self.pad = (self.padded_size - config.image_size) // 2
+        build = self._spatial_networks if config.latent_stride else self._global_networks
+        self.encoder, self.decoder = build()
+
+    def _global_networks(self) -> tuple[nn.Sequential, nn.Sequential]:
+        """Encoder and decoder of the global latent (the DCGAN-like pair)."""
+        config, c = self.config, self.config.in_channels
         n_halvings = int(math.log2(self.padded_size // 4))  # down to a 4x4 map
         # channels: the image's, then hidden, 2 hidden, 4 hidden, 4 hidden, ... (DCGAN-like)
         widths = [c] + [config.hidden * min(2**i, 4) for i in range(n_halvings)]
@@ -164,7 +218,7 @@ class VAE(DensityModel):
         for w_in, w_out in zip(widths, widths[1:], strict=False):
             enc += [nn.Conv2d(w_in, w_out, 4, stride=2, padding=1), nn.ELU()]
         enc += [nn.Flatten(), nn.Linear(top, 2 * config.latent)]
-        self.encoder = nn.Sequential(*enc)
+        encoder = nn.Sequential(*enc)
         # p(x|z): the mirror image, ending in (mean, log-scale) for every subpixel: 2C channels
         widths[0] = 2 * c
         dec: list[nn.Module] = [
@@ -172,11 +226,50 @@ class VAE(DensityModel):
         ]
         for w_in, w_out in zip(widths[::-1], widths[::-1][1:], strict=False):
             dec += [nn.ELU(), nn.ConvTranspose2d(w_in, w_out, 4, stride=2, padding=1)]
-        self.decoder = nn.Sequential(*dec)
+        return encoder, nn.Sequential(*dec)
+
+    def _spatial_networks(self) -> tuple[nn.Sequential, nn.Sequential]:
+        """Encoder and decoder of the spatial latent ``[latent, S/s, S/s]`` (module docstring):
+        widths as in the global pair, ``hidden`` doubled per halving, capped at 4x."""
+        cfg = self.config
+        c, grid = cfg.in_channels, self.latent_shape[1]
+        n_halvings = int(math.log2(cfg.latent_stride))
+        widths = [cfg.hidden * min(2**i, 4) for i in range(n_halvings)]  # at S/2, S/4, ...
+
+        def blocks(width: int) -> list[nn.Module]:
+            return [ResBlock(width) for _ in range(cfg.res_blocks)]
+
+        # q(z|x): (conv4x4 stride 2, blocks) per halving, then (mu, log sigma) per position
+        enc: list[nn.Module] = [nn.Conv2d(c, widths[0], 4, stride=2, padding=1), *blocks(widths[0])]
+        for w_in, w_out in zip(widths, widths[1:], strict=False):
+            enc += [nn.ELU(), nn.Conv2d(w_in, w_out, 4, stride=2, padding=1), *blocks(w_out)]
+        enc += [nn.ELU(), nn.Conv2d(widths[-1], 2 * cfg.latent, 3, padding=1), nn.Flatten()]
+        # p(x|z): the mirror image, ending in (mean, log-scale) for every subpixel: 2C channels
+        dec: list[nn.Module] = [nn.Unflatten(1, (cfg.latent, grid, grid)),
+                                nn.Conv2d(cfg.latent, widths[-1], 3, padding=1), *blocks(widths[-1])]
+        for w_in, w_out in zip(widths[::-1], widths[::-1][1:], strict=False):
+            dec += [nn.ELU(), nn.ConvTranspose2d(w_in, w_out, 4, stride=2, padding=1),
+                    *blocks(w_out)]
+        dec += [nn.ELU(), nn.ConvTranspose2d(widths[0], 2 * c, 4, stride=2, padding=1)]
+        return nn.Sequential(*enc), nn.Sequential(*dec)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return (self.config.in_channels, self.config.image_size, self.config.image_size)
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """Shape of one z: ``(latent,)``, or ``(latent, S/s, S/s)`` with a spatial latent."""
+        cfg = self.config
+        if not cfg.latent_stride:
+            return (cfg.latent,)
+        grid = self.padded_size // cfg.latent_stride
+        return (cfg.latent, grid, grid)
+
+    @property
+    def latent_dim(self) -> int:
+        """d, the number of entries of z (the flat vectors the bound and sampler use)."""
+        return math.prod(self.latent_shape)
 
     @property
     def n_levels(self) -> int:
@@ -191,7 +284,8 @@ class VAE(DensityModel):
             raise ValueError(f"levels must be < 2**n_bits = {self.n_levels}, got {int(x.max())}")
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """q(z|x) of uint8 levels ``x``: ``(mu, log_sigma)``, each ``[B, latent]``."""
+        """q(z|x) of uint8 levels ``x``: ``(mu, log_sigma)``, each ``[B, d]`` (a spatial
+        latent flattened channel by channel)."""
         w = next(self.parameters())
         h = x.to(w.dtype) * (2.0 / (self.n_levels - 1)) - 1.0  # levels -> [-1, 1]
         h = F.pad(h, [self.pad, self.padded_size - self.config.image_size - self.pad] * 2)
@@ -220,10 +314,10 @@ class VAE(DensityModel):
         w = next(self.parameters())
         seeds = [image_seed(img, self.config.seed_eval) for img in x]
         eps = [
-            torch.randn(k, self.config.latent, generator=torch.Generator().manual_seed(seed))
+            torch.randn(k, self.latent_dim, generator=torch.Generator().manual_seed(seed))
             for seed in seeds
         ]
-        shape = (len(x), k, self.config.latent)
+        shape = (len(x), k, self.latent_dim)
         return torch.stack(eps).to(w.device, w.dtype) if eps else w.new_zeros(shape)
 
     def iw_bound(self, x: Tensor, k: int, eps: Tensor | None = None) -> dict[str, Tensor]:
@@ -235,8 +329,8 @@ class VAE(DensityModel):
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         eps = self.eps_for(x, k) if eps is None else eps
-        if tuple(eps.shape) != (len(x), k, self.config.latent):
-            expected = [len(x), k, self.config.latent]
+        if tuple(eps.shape) != (len(x), k, self.latent_dim):
+            expected = [len(x), k, self.latent_dim]
             raise ValueError(f"eps must be {expected}, got {list(eps.shape)}")
         log_w, log_pxz, log_ratio = self.log_weights(x, eps)
         log_px = torch.logsumexp(log_w, dim=1) - math.log(k)  # L_k = log (1/k) sum_i w_i
@@ -295,7 +389,7 @@ class VAE(DensityModel):
         """``n`` uint8 images ``[n, C, H, W]``: z ~ N(0, I), then each subpixel drawn from its
         discretized logistic (``pixel_noise=False``: its median, the rounded decoder mean)."""
         w = next(self.parameters())
-        mean, log_scale = self.decode(_noise(torch.randn, (n, self.config.latent), generator, w))
+        mean, log_scale = self.decode(_noise(torch.randn, (n, self.latent_dim), generator, w))
         y = mean
         if pixel_noise:  # logistic by inversion: y = mu + s logit(u), u ~ U(0, 1)
             u = _noise(torch.rand, mean.shape, generator, w)
