@@ -36,6 +36,7 @@ def _faults(with_ood_lib: bool) -> int:
     return int(out.stdout.strip())
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not allocator.ACTIVE, reason="glibc mallopt not available here")
 def test_importing_ood_lib_stops_repeated_page_faults() -> None:
     default, configured = _faults(False), _faults(True)

@@ -25,6 +25,7 @@ def test_validation_ood_is_never_the_test_ood_set() -> None:
         assert val_ood not in (dataset, profiles.PAIRS[dataset])
 
 
+@pytest.mark.slow
 def test_mu_is_chosen_by_validation_auroc_and_the_rest_removed(
         build: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(background, "MU_GRID", (0.1, 0.3))

@@ -22,6 +22,9 @@ from ood_lib.analysis import remedies
 from ood_lib.likelihood import evaluate
 from ood_lib.paths import PROJECT_ROOT
 
+# every test here scores with a smoke Glow trained on the fly (seconds each)
+pytestmark = pytest.mark.slow
+
 TEST_IMAGES = "64"  # reference images per set: enough for an AUROC, fast under smoke
 
 

@@ -28,7 +28,8 @@ from ood_lib.data import (
 )
 from tests.conftest import tiny_arrays
 
-OFFLINE_PAIRS = [(d, s) for d in data.DATASETS for s in data.SPLITS if (d, s) != ("svhn", "train")]
+OFFLINE_PAIRS = [(d, s) for d in data.DATASETS for s in data.SPLITS
+                 if (d, s) in data.OFFICIAL_SIZES and (d, s) != ("svhn", "train")]
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,9 @@ def test_split_has_documented_layout(splits: dict, pair: tuple[str, str]) -> Non
     assert sp.y.dtype == np.int64 and sp.y.shape == (sp.n,)
     assert sp.index.dtype == np.int64 and sp.index.shape == (sp.n,)
     assert set(np.unique(sp.y)) == set(range(10))
-    positions = 18_724 if pair[0] == "notmnist" else sp.official_size  # notMNIST: sorted names
+    # notMNIST: positions in the sorted names; train and val: official training indices
+    positions = (18_724 if pair[0] == "notmnist" else data.HELD_OUT[pair[0]][1]
+                 if pair[0] in data.HELD_OUT and pair[1] in ("train", "val") else sp.official_size)
     assert 0 <= sp.index.min() and sp.index.max() < positions
     assert len(np.unique(sp.index)) == sp.n
     assert sp.official_size == data.OFFICIAL_SIZES[pair]
@@ -71,8 +74,10 @@ def test_split_has_documented_layout(splits: dict, pair: tuple[str, str]) -> Non
         (("svhn", "test"), "7,136 of 26,032 (27.4%)"),
         (("mnist", "train"), "10,000 of 60,000 (16.7%)"),
         (("mnist", "test"), "10,000 of 10,000 (100.0%)"),
-        (("cifar10", "train"), "50,000 of 50,000 (100.0%)"),
-        (("fashion_mnist", "train"), "60,000 of 60,000 (100.0%)"),
+        (("cifar10", "train"), "45,000 of 45,000 (100.0%)"),
+        (("cifar10", "val"), "5,000 of 5,000 (100.0%)"),
+        (("fashion_mnist", "train"), "55,000 of 55,000 (100.0%)"),
+        (("notmnist", "val"), "1,881 of 1,881 (100.0%)"),
         (("fashion_mnist", "test"), "10,000 of 10,000 (100.0%)"),
     ],
 )
@@ -99,8 +104,12 @@ def test_svhn_test_indices_are_the_documented_ranges(splits: dict) -> None:
 
 
 def test_cifar10_train_channel_stats_match_the_known_values(splits: dict) -> None:
-    stats = data.channel_stats(splits[("cifar10", "train")])
-    # The widely used CIFAR-10 training-set normalisation constants.
+    train, val = splits[("cifar10", "train")], splits[("cifar10", "val")]
+    whole = Split("cifar10", "train", np.concatenate([train.x, val.x]),
+                  np.concatenate([train.y, val.y]), np.concatenate([train.index, val.index]),
+                  50_000, train.source)
+    stats = data.channel_stats(whole)
+    # The widely used CIFAR-10 training-set normalisation constants (all 50,000 images).
     assert np.allclose(stats["channel_mean"], [0.4914, 0.4822, 0.4465], atol=5e-4)
     assert np.allclose(stats["channel_std"], [0.2470, 0.2435, 0.2616], atol=5e-4)
     assert stats["n"] == 50_000 and stats["label"] == "CIFAR10-Train"
@@ -112,9 +121,10 @@ def test_svhn_train_is_reported_missing(data_root: Path, no_network: None) -> No
         data.load("svhn", "train", data_root)
 
 
+@pytest.mark.slow
 def test_coverage_table(data_root: Path) -> None:
     table = data.coverage_table(data_root).set_index(["dataset", "split"])
-    assert len(table) == 10
+    assert len(table) == 13  # 5 datasets x train/test, and 3 held-out splits
     assert table.loc[("SVHN", "train"), "images here"] == 0
     assert table.loc[("SVHN", "test"), "images here"] == 7_136
     assert table.loc[("SVHN", "test"), "official size"] == 26_032
@@ -124,6 +134,7 @@ def test_coverage_table(data_root: Path) -> None:
 def test_offline_manifest_describes_the_files(data_root: Path) -> None:
     manifest = data.read_manifest(data_root)
     assert {data.file_stem(*p) for p in OFFLINE_PAIRS} == set(manifest)
+    assert data.file_stem("cifar10", "val") == "cifar10_train"  # held-out images live there
     assert all(entry.get("source") for entry in manifest.values())
 
 
@@ -491,5 +502,6 @@ def test_online_mode_converts_caches_and_verifies(
 
     monkeypatch.setenv("OOD_DATA", "auto")  # the cache's manifest is an online one
     assert data.data_mode(cache) == "online"
-    assert data.available(cache) == [(d, s) for d in data.DATASETS for s in data.SPLITS]
+    assert data.available(cache) == [(d, s) for d in data.DATASETS for s in data.SPLITS
+                                     if (d, s) in data.OFFICIAL_SIZES]
     assert np.array_equal(data.load("mnist", "test", cache).x, sp.x)

@@ -81,6 +81,7 @@ CAUSAL_CONFIGS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kw", CAUSAL_CONFIGS)
 def test_causal_and_no_blind_spot(kw: dict) -> None:
     model = _perturb(_model(**kw))
@@ -267,6 +268,7 @@ def test_sample(in_channels: int, mixtures: int) -> None:
     assert torch.isfinite(model.log_prob_parts(a)["log_px"]).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mixtures", [0, 4])
 @pytest.mark.parametrize("in_channels, image_size", [(1, 2), (3, 1)])
 def test_sample_follows_the_model(in_channels: int, image_size: int, mixtures: int) -> None:

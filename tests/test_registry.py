@@ -40,6 +40,7 @@ def test_key_depends_on_everything_that_sets_the_weights(data_root: Path) -> Non
     assert "noise_fraction" not in base.train_config.to_dict()
 
 
+@pytest.mark.slow
 def test_a_short_run_is_the_start_of_the_full_run(build: Path) -> None:
     """train_partial stops a run early; get() then resumes it to the same weights as a run
     trained in one go (the likelihood-ratio mu selection relies on this)."""
@@ -57,6 +58,7 @@ def test_a_short_run_is_the_start_of_the_full_run(build: Path) -> None:
         assert torch.equal(a, b)
 
 
+@pytest.mark.slow
 def test_smoke_model_trains_once_then_loads(build: Path) -> None:
     first = registry.get("glow", "notmnist", "smoke", progress=False)
     assert first.path.parent == build / "build" / "checkpoints"
@@ -71,6 +73,7 @@ def test_smoke_model_trains_once_then_loads(build: Path) -> None:
     assert len(again.log) == len(first.log) > 0
 
 
+@pytest.mark.slow
 def test_corrupt_or_missing_checkpoint_is_a_clear_error(build: Path) -> None:
     with pytest.raises(registry.CheckpointError, match="no checkpoint for model .glow."):
         registry.get("glow", "notmnist", "smoke", allow_training=False, progress=False)
@@ -81,6 +84,7 @@ def test_corrupt_or_missing_checkpoint_is_a_clear_error(build: Path) -> None:
         registry.get("glow", "notmnist", "smoke", progress=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset", sorted(profiles.PAIRS))
 def test_shipped_cpu_checkpoints_match_the_current_code(dataset: str, data_root: Path) -> None:
     """The committed cpu models load without retraining: their keys still match the cpu
@@ -115,6 +119,7 @@ def test_cpu_build_never_trains_by_surprise(build: Path, monkeypatch: pytest.Mon
     assert registry.training_allowed("cpu")
 
 
+@pytest.mark.slow
 def test_paper_profile_constructs_and_trains_a_few_steps(tmp_path: Path, data_root: Path) -> None:
     cfg = registry.model_config("glow", "cifar10", "paper")
     assert (cfg["levels"], cfg["steps"], cfg["hidden"]) == (3, 32, 512)

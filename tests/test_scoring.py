@@ -22,6 +22,7 @@ def _mnist_as_rgb(root: Path) -> scoring.EvalSet:
     return scoring.from_split(data.load("mnist", "test", root), "ood", 3, None)
 
 
+@pytest.mark.slow
 def test_cache_hits_only_on_the_same_checkpoint_images_and_version(
     trained: registry.TrainedModel, tmp_root: Callable[..., Path],
     monkeypatch: pytest.MonkeyPatch,
