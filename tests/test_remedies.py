@@ -281,12 +281,12 @@ def test_per_image_scores_follow_their_definitions() -> None:
     np.testing.assert_allclose(out["typicality (M = 1)"], np.abs(-x["log_px"] + fit["log_px"].mean()))
     np.testing.assert_allclose(out["complexity (PNG)"], 4 * x["bpd"] - bits["png"])
     stats = np.stack([fit["log_pz"], fit["log_det"]], 1)
-    np.testing.assert_allclose(out["density of states"],
+    np.testing.assert_allclose(out["density of states (joint KDE)"],
                                remedies.dos_score(stats, np.stack([x["log_pz"], x["log_det"]], 1)))
     # the shifted set sits away from the fit cloud: density of states flags it
     inside = remedies.per_image_scores(_Model(), fit, scores(50, 0.0), 4,
-                                       {"png": bits["png"]})["density of states"]
-    assert np.median(out["density of states"]) > np.median(inside)
+                                       {"png": bits["png"]})["density of states (joint KDE)"]
+    assert np.median(out["density of states (joint KDE)"]) > np.median(inside)
 
 
 def test_likelihood_ratio_and_waic_by_hand() -> None:

@@ -461,7 +461,8 @@ def per_image_scores(model: DensityModel, fit: dict[str, np.ndarray] | None,
     if fit is not None:
         # the KDE costs (fit rows) x (scored rows) kernel evaluations: fit on the first 2,000
         fit_stats = np.stack([fit[p][:DOS_FIT_IMAGES] for p in parts], 1)
-        out["density of states"] = dos_score(fit_stats, np.stack([x[p] for p in parts], 1))
+        out["density of states (joint KDE)"] = dos_score(fit_stats,
+                                                         np.stack([x[p] for p in parts], 1))
     if "log_px_bg" in more:
         out["likelihood ratio"] = likelihood_ratio(x["log_px"], more["log_px_bg"])
     if "log_px_members" in more:
@@ -477,11 +478,14 @@ def pair_label(dataset: str, ood: str) -> str:
 def detection_table(pairs: Mapping[tuple[str, str], scoring.ScoredPair],
                     bits: Mapping[tuple[str, str], dict[str, dict[str, np.ndarray]]],
                     companions: Mapping[tuple[str, str], Companions], profile: str,
-                    seed: int = 0) -> tuple[list[records.Detection], dict]:
+                    seed: int = 0,
+                    extra: Mapping[tuple[str, str], dict[str, dict[str, np.ndarray]]] | None = None,
+                    ) -> tuple[list[records.Detection], dict]:
     """Every per-image score of every (model, training set) on its test set against its OOD
     set: one :class:`~ood_lib.records.Detection` each (``bits[run][role][codec]``: compressed
     lengths; ``companions[run]``: the run's background model and ensemble, if any), and the ROC
-    curves, keyed by ``(run, method)``. Each pair comes from
+    curves, keyed by ``(run, method)``; ``extra[run][role][method]``: scores computed elsewhere
+    (DoSE, :mod:`ood_lib.analysis.dose`) to report beside them. Each pair comes from
     :func:`ood_lib.scoring.with_held_out`: fitted scores are fitted on its ``"val"`` role, and
     left out where it has none."""
     rows, curves = [], {}
@@ -492,6 +496,9 @@ def detection_table(pairs: Mapping[tuple[str, str], scoring.ScoredPair],
                                   more.log_px(pair.sets["test"], profile, test["log_px"]))
         s_ood = per_image_scores(model, fit, ood, pair.n_dims, bits[run]["ood"],
                                  more.log_px(pair.sets["ood"], profile, ood["log_px"]))
+        added = (extra or {}).get(run, {})
+        s_test.update(added.get("test", {}))
+        s_ood.update(added.get("ood", {}))
         for method in s_test:
             rows.append(records.Detection(
                 model=run[0], trained_on=run[1], ood=pair.sets["ood"].label, method=method,
