@@ -151,8 +151,8 @@ def likelihood_ratio(log_px: np.ndarray, log_px_bg: np.ndarray) -> np.ndarray:
 def waic_score(log_px_members: np.ndarray) -> np.ndarray:
     r"""$-\text{WAIC}(x)$ over an ensemble (Choi et al.), larger = more OOD:
     $s(x) = \widehat{\operatorname{Var}}_m[\log p_m(x)] - \frac1M \sum_m \log p_m(x)$, from
-    ``log_px_members`` ``[M, N]`` (M >= 2 independently trained models, finite scores); the
-    variance is the unbiased sample variance over members."""
+    ``log_px_members`` ``[M, N]`` (M >= 2 independently trained models, finite scores), in
+    nats per image; the variance is the unbiased sample variance over members (ddof = 1)."""
     lp = _finite_or_inf(log_px_members, "log_px_members")
     if lp.ndim != 2 or lp.shape[0] < 2:
         raise ValueError(f"waic_score needs [members >= 2, images] log-likelihoods, got {lp.shape}")
