@@ -234,3 +234,45 @@ def learning_curves(runs: Mapping[str, pd.DataFrame], ax: Axes | None = None,
     if title:
         ax.set_title(title)
     return ax
+
+
+def leaderboard(table: pd.DataFrame, anchors: pd.DataFrame, pairs: list[str],
+                families: list[str]) -> Figure:
+    """AUROC with its 95% interval of every method (rows) for every family (markers) and pair
+    (panels), from ``table`` (columns ``pair``, ``method``, ``model``, ``auroc``, ``auroc_lo``,
+    ``auroc_hi``); published values from ``anchors`` (columns ``pair``, ``method``, ``auroc``;
+    a method ``"complexity"`` marks every ``complexity (...)`` row) as black stars. 0.5 is
+    chance; left of it the score ranks the OOD set as *more* in-distribution."""
+    methods = list(dict.fromkeys(table["method"]))
+    fig, axes = plt.subplots(1, len(pairs), figsize=(4.6 * len(pairs), 0.42 * len(methods) + 1.8),
+                             sharey=True, squeeze=False)
+    offsets = np.linspace(-0.25, 0.25, len(families))
+    for ax, pair in zip(axes[0], pairs, strict=True):
+        part = table[table["pair"] == pair]
+        for family, dy, colour in zip(families, offsets, sns.color_palette(n_colors=len(families)),
+                                      strict=True):
+            rows = part[part["model"] == family]
+            y = [methods.index(m) + dy for m in rows["method"]]
+            ax.errorbar(rows["auroc"], y, xerr=[rows["auroc"] - rows["auroc_lo"],
+                                                rows["auroc_hi"] - rows["auroc"]],
+                        fmt="o", markersize=4, color=colour, capsize=2, label=family)
+        for _, a in anchors[anchors["pair"] == pair].iterrows():
+            for i, m in enumerate(methods):
+                if m == a["method"] or (a["method"] == "complexity" and m.startswith("complexity")):
+                    ax.plot(a["auroc"], i, marker="*", markersize=11, color="black",
+                            linestyle="none", label="published")
+        ax.axvline(0.5, color="grey", linewidth=0.8, linestyle=":")
+        ax.set(xlim=(0, 1.02), xlabel="AUROC (OOD positive)", title=pair)
+        ax.set_yticks(range(len(methods)), methods)
+        ax.invert_yaxis()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    for ax in axes[0][1:]:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    unique = dict(zip(labels, handles, strict=True))
+    fig.legend(unique.values(), unique.keys(), loc="lower center", ncol=len(unique),
+               bbox_to_anchor=(0.5, -0.02), fontsize="small")
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig

@@ -77,6 +77,7 @@ import io
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+import imagecodecs
 import numpy as np
 import pandas as pd
 import PIL
@@ -92,14 +93,25 @@ from ood_lib.scoring import EvalSet
 if TYPE_CHECKING:
     from ood_lib.ensemble import Companions
 
-# Lossless encoder settings per codec: Pillow format name and save options.
+# Lossless encoder per codec: the library that writes it and its settings. Serra et al. (2020)
+# used PNG, JPEG 2000 and FLIF; FLIF is not installable here, JPEG XL (lossless) is its
+# successor. Settings were chosen by timing ~200 images per codec (remedies chapter):
+# - PNG: Pillow, maximum zlib compression (the setting of Serra et al.'s PNG and of the
+#   independent replication's PNG level 9);
+# - WebP: Pillow, lossless; method 4 (of 0-6): 2.6 ms and 1,785 bytes per CIFAR-10 image
+#   against 68 ms and 1,820 bytes with method 6 (measured here);
+# - JPEG 2000: imagecodecs (OpenJPEG), reversible 5/3 wavelet (level 0 = lossless);
+# - JPEG XL: imagecodecs (libjxl), lossless, effort 7: 5.5 ms and 1,558 bytes per CIFAR-10
+#   image against 13 ms and 1,568 bytes at effort 9 (measured here with two trainings running).
 CODECS: dict[str, tuple[str, dict[str, object]]] = {
     "png": ("PNG", {"optimize": True, "compress_level": 9}),
-    # method 4 (of 0-6): on 32x32 CIFAR-10 images 2.6 ms and 1,785 bytes per image against
-    # 68 ms and 1,820 bytes with method 6 (measured here), so 6 buys nothing for small images
     "webp": ("WEBP", {"lossless": True, "quality": 100, "method": 4}),
+    "jpeg2000": ("JPEG2K", {"level": 0}),
+    "jpegxl": ("JPEGXL", {"lossless": True, "effort": 7}),
 }
-CODEC_NAMES = {"png": "PNG", "webp": "WebP"}
+# Codecs written by imagecodecs (the others by Pillow).
+IMAGECODECS = ("jpeg2000", "jpegxl")
+CODEC_NAMES = {"png": "PNG", "webp": "WebP", "jpeg2000": "JPEG 2000", "jpegxl": "JPEG XL"}
 # Bound on the elements of one bootstrap chunk (resamples x distinct scores): ~32 MB of int64.
 _BOOT_CHUNK = 4_000_000
 
@@ -139,8 +151,8 @@ def likelihood_ratio(log_px: np.ndarray, log_px_bg: np.ndarray) -> np.ndarray:
 def waic_score(log_px_members: np.ndarray) -> np.ndarray:
     r"""$-\text{WAIC}(x)$ over an ensemble (Choi et al.), larger = more OOD:
     $s(x) = \widehat{\operatorname{Var}}_m[\log p_m(x)] - \frac1M \sum_m \log p_m(x)$, from
-    ``log_px_members`` ``[M, N]`` (M >= 2 independently trained models, finite scores); the
-    variance is the unbiased sample variance over members."""
+    ``log_px_members`` ``[M, N]`` (M >= 2 independently trained models, finite scores), in
+    nats per image; the variance is the unbiased sample variance over members (ddof = 1)."""
     lp = _finite_or_inf(log_px_members, "log_px_members")
     if lp.ndim != 2 or lp.shape[0] < 2:
         raise ValueError(f"waic_score needs [members >= 2, images] log-likelihoods, got {lp.shape}")
@@ -236,9 +248,13 @@ def compressor_id(codec: str) -> str:
     """The codec, its settings and library versions: compressed lengths depend on all of them,
     so a cache of :func:`compressed_bits` should key on this string."""
     _check_codec(codec)
-    lib = "webp" if codec == "webp" else "zlib"
     fmt, options = CODECS[codec]
     settings = ", ".join(f"{k}={v}" for k, v in options.items())
+    if codec in IMAGECODECS:
+        lib = {"jpeg2000": "openjpeg", "jpegxl": "libjxl"}[codec]
+        version = imagecodecs.version(dict)[lib]
+        return f"{fmt} ({settings}); imagecodecs {imagecodecs.__version__}; {lib} {version}"
+    lib = "webp" if codec == "webp" else "zlib"
     return f"{fmt} ({settings}); Pillow {PIL.__version__}; {lib} {features.version(lib)}"
 
 
@@ -250,19 +266,32 @@ def encode(image: np.ndarray, codec: str) -> bytes:
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[0] not in (1, 3):
         raise ValueError(f"expected a uint8 image [C, H, W] with C = 1 or 3, got "
                          f"{image.dtype} {image.shape}")
-    pil = Image.fromarray(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0))
+    hwc = image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)
     fmt, options = CODECS[codec]
+    if codec in IMAGECODECS:
+        return bytes(getattr(imagecodecs, f"{fmt.lower()}_encode")(hwc, **options))
+    pil = Image.fromarray(hwc)
     buffer = io.BytesIO()
     pil.save(buffer, format=fmt, **options)
     return buffer.getvalue()
 
 
+def decode(data: bytes, codec: str) -> np.ndarray:
+    """The uint8 image ``[C, H, W]`` of a file written by :func:`encode` (WebP gives a grey
+    image back as three equal channels)."""
+    _check_codec(codec)
+    if codec in IMAGECODECS:
+        hwc = np.asarray(getattr(imagecodecs, f"{CODECS[codec][0].lower()}_decode")(data))
+    else:
+        hwc = np.asarray(Image.open(io.BytesIO(data)))
+    return hwc[None] if hwc.ndim == 2 else hwc.transpose(2, 0, 1)
+
+
 def compressed_bits(images: np.ndarray, codec: str) -> np.ndarray:
     r"""$L(x)$: the length in bits of each uint8 image of ``images`` ``[N, C, H, W]`` compressed
-    losslessly by Pillow, ``"png"`` (optimize, compress_level 9) or ``"webp"`` (lossless,
-    quality 100, method 6). The whole file as written is counted, headers included (see the
-    module docstring). Raises a RuntimeError if Pillow lacks WebP. WebP at method 6 is slow
-    (tens of ms per 32x32 image): cache the result, keyed on :func:`compressor_id`."""
+    losslessly with ``codec`` (:data:`CODECS`: its library and settings). The whole file as
+    written is counted, headers included (see the module docstring). Raises a RuntimeError if
+    Pillow lacks WebP. Cache the result, keyed on :func:`compressor_id`."""
     _check_codec(codec)
     images = np.asarray(images)
     if images.ndim != 4:
@@ -432,7 +461,8 @@ def per_image_scores(model: DensityModel, fit: dict[str, np.ndarray] | None,
     if fit is not None:
         # the KDE costs (fit rows) x (scored rows) kernel evaluations: fit on the first 2,000
         fit_stats = np.stack([fit[p][:DOS_FIT_IMAGES] for p in parts], 1)
-        out["density of states"] = dos_score(fit_stats, np.stack([x[p] for p in parts], 1))
+        out["density of states (joint KDE)"] = dos_score(fit_stats,
+                                                         np.stack([x[p] for p in parts], 1))
     if "log_px_bg" in more:
         out["likelihood ratio"] = likelihood_ratio(x["log_px"], more["log_px_bg"])
     if "log_px_members" in more:
@@ -448,11 +478,14 @@ def pair_label(dataset: str, ood: str) -> str:
 def detection_table(pairs: Mapping[tuple[str, str], scoring.ScoredPair],
                     bits: Mapping[tuple[str, str], dict[str, dict[str, np.ndarray]]],
                     companions: Mapping[tuple[str, str], Companions], profile: str,
-                    seed: int = 0) -> tuple[list[records.Detection], dict]:
+                    seed: int = 0,
+                    extra: Mapping[tuple[str, str], dict[str, dict[str, np.ndarray]]] | None = None,
+                    ) -> tuple[list[records.Detection], dict]:
     """Every per-image score of every (model, training set) on its test set against its OOD
     set: one :class:`~ood_lib.records.Detection` each (``bits[run][role][codec]``: compressed
     lengths; ``companions[run]``: the run's background model and ensemble, if any), and the ROC
-    curves, keyed by ``(run, method)``. Each pair comes from
+    curves, keyed by ``(run, method)``; ``extra[run][role][method]``: scores computed elsewhere
+    (DoSE, :mod:`ood_lib.analysis.dose`) to report beside them. Each pair comes from
     :func:`ood_lib.scoring.with_held_out`: fitted scores are fitted on its ``"val"`` role, and
     left out where it has none."""
     rows, curves = [], {}
@@ -463,6 +496,9 @@ def detection_table(pairs: Mapping[tuple[str, str], scoring.ScoredPair],
                                   more.log_px(pair.sets["test"], profile, test["log_px"]))
         s_ood = per_image_scores(model, fit, ood, pair.n_dims, bits[run]["ood"],
                                  more.log_px(pair.sets["ood"], profile, ood["log_px"]))
+        added = (extra or {}).get(run, {})
+        s_test.update(added.get("test", {}))
+        s_ood.update(added.get("ood", {}))
         for method in s_test:
             rows.append(records.Detection(
                 model=run[0], trained_on=run[1], ood=pair.sets["ood"].label, method=method,
