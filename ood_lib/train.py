@@ -13,8 +13,9 @@ ELBO). Around that:
 - a guard: a step whose loss or gradient norm is not finite is skipped (no update) and
   counted in ``n_skipped``; a long run of them in a row means the weights themselves are
   broken, and training stops with :class:`TrainingDiverged` instead of skipping forever;
-- a log row every ``eval_every`` steps: wall time and process CPU time (``cpu_s``: under
-  contention wall time is not compute), running train bits/dim and the deterministic
+- a log row every ``eval_every`` steps: wall time, process CPU time (``cpu_s``: under
+  contention wall time is not compute) and torch's thread count (a run resumed with another
+  one says so), running train bits/dim and the deterministic
   bits/dim of each *monitored* set (held-out in-distribution data and the OOD set, so later
   chapters can plot likelihood over training, the paper's Figure 5);
 - a checkpoint every ``checkpoint_every`` steps and exact resume: batch order and noise are
@@ -133,8 +134,9 @@ def _write_log(path: Path, rows: list[dict[str, float]]) -> None:
     if not rows:
         return
     tmp = path.with_suffix(".tmp")
+    columns = list(dict.fromkeys(k for row in rows for k in row))  # rows of older code lack some
     with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
     tmp.replace(path)
@@ -239,7 +241,8 @@ def train(
                 model.train()
                 row.update(lr=optimizer.param_groups[0]["lr"], grad_norm=grad_norm,
                            n_skipped=n_skipped, wall_s=wall_s + time.perf_counter() - t0,
-                           cpu_s=cpu_s + time.process_time() - c0)
+                           cpu_s=cpu_s + time.process_time() - c0,
+                           threads=torch.get_num_threads())
                 log.append(row)
                 bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k.endswith("_bpd")})
             running, n_running = 0.0, 0
