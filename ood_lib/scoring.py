@@ -191,9 +191,11 @@ def score_pair(model: str, dataset: str, profile: str, seed: int = 0,
                                       for role, s in sets.items()})
 
 
-def _rows(eval_set: EvalSet, scores: dict[str, np.ndarray], rows: slice,
+def _rows(eval_set: EvalSet, scores: dict[str, np.ndarray], rows: slice, part: str,
           label: str) -> tuple[EvalSet, dict[str, np.ndarray]]:
-    return (EvalSet(eval_set.name, label, eval_set.role, eval_set.images[rows],
+    """Some rows of a scored set, named apart from it (``<name>-<part>``): the score cache is
+    keyed by set name, so a companion model scoring the part must not overwrite the whole."""
+    return (EvalSet(f"{eval_set.name}-{part}", label, eval_set.role, eval_set.images[rows],
                     f"{len(eval_set.images[rows]):,} of the {eval_set.n:,} images here"),
             {k: v[rows] for k, v in scores.items()})
 
@@ -216,9 +218,9 @@ def with_held_out(pair: ScoredPair, profile: str, data_root: str | Path | None =
         return ScoredPair(trained, sets, scores, fit_note=f"no fitted scores: {exc}")
     if dataset == "notmnist":  # val = test[0::2] in load order; score test[1::2]
         sets["val"], scores["val"] = _rows(pair.sets["test"], pair.scores["test"],
-                                           slice(0, None, 2), held_out.label)
+                                           slice(0, None, 2), "even", held_out.label)
         sets["test"], scores["test"] = _rows(pair.sets["test"], pair.scores["test"],
-                                             slice(1, None, 2),
+                                             slice(1, None, 2), "odd",
                                              f"{pair.sets['test'].label} (odd positions)")
     else:
         sets["val"] = from_split(held_out, "val", channels, MAX_IMAGES[profile])
