@@ -6,8 +6,8 @@ images (3 x 32 x 32), ``--warmup`` untimed steps, then up to ``--steps`` timed o
 minute); prints the median and the fastest step, and the parameter count. The variants:
 
 - PixelCNN: the ``cpu`` size with its 256-way softmax; the same network with a discretized
-  logistic mixture head (K = 5, K = 10); a deeper, wider mixture network (6 layers of 32 maps)
-  that costs about what the softmax ``cpu`` model costs;
+  logistic mixture head (K = 5, K = 10); deeper, wider mixture networks (6 and 8 layers of 32
+  maps), the first costing about what the softmax ``cpu`` model costs;
 - VAE: the ``cpu`` size (global 64-d latent) against spatial latents with residual blocks.
 
 Run: ``OMP_NUM_THREADS=1 python benchmarks/bench_families_arch.py [--steps 10] [--only vae]``.
@@ -39,6 +39,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "pixelcnn cpu, mixture K=5": ("pixelcnn", {**PIXELCNN_CPU, "mixtures": 5}),
     "pixelcnn cpu, mixture K=10": ("pixelcnn", {**PIXELCNN_CPU, "mixtures": 10}),
     "pixelcnn h32 l6, mixture K=5": ("pixelcnn", {**PIXELCNN_CPU, "hidden": 32, "layers": 6,
+                                                  "mixtures": 5}),
+    "pixelcnn h32 l8, mixture K=5": ("pixelcnn", {**PIXELCNN_CPU, "hidden": 32, "layers": 8,
                                                   "mixtures": 5}),
     "vae cpu, global 64-d": ("vae", VAE_CPU),
     "vae h32 32x8x8, 2 res blocks": ("vae", {**VAE_CPU, "hidden": 32, "latent": 32,

@@ -22,7 +22,12 @@ and background models included) under both codes
 and prints the largest bits/dim difference per model and set (the speed work must keep it
 below 1e-5).
 
-Run: ``python benchmarks/bench_glow.py [--profile cpu] [--dataset cifar10] [--rounds 8]``.
+It always prints the machine (CPU model and vector flags, threads, affinity); with
+``--diagnose`` also oneDNN's primitives and layout reorders per training step, the time per layer
+kind and the top operators, and the speed under each setting tried (``glow_diagnostics.py``).
+
+Run: ``python benchmarks/bench_glow.py [--profile cpu] [--dataset cifar10] [--rounds 8]
+[--diagnose]``.
 The figures are for this machine and this moment; the ratio is robust to load that changes
 slowly, the share of peak is not: run it on an otherwise idle machine.
 """
@@ -40,6 +45,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import glow_diagnostics
 import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -146,6 +152,10 @@ def main() -> None:
     parser.add_argument("--train-calls", type=int, default=6, help="training steps per timing")
     parser.add_argument("--eval-calls", type=int, default=3, help="evaluation batches per timing")
     parser.add_argument("--data-root")
+    parser.add_argument("--diagnose", action="store_true",
+                        help="also print oneDNN's primitives and reorders per training step, the "
+                             "time per layer kind and the speed under each setting tried "
+                             "(glow_diagnostics.py; a few minutes)")
     parser.add_argument("--check-shipped", action="store_true",
                         help="compare the two codes' bits/dim on the shipped Glows instead")
     args = parser.parse_args()
@@ -225,6 +235,10 @@ def main() -> None:
                                           f" baseline {flops[what] * med['baseline'] / batch[what] / peak:.1%}"),
         ]
     rows.append(("peak memory", f"{peak_memory_mib(device):.0f} MiB (both models)"))
+    rows = glow_diagnostics.machine() + rows
+    if args.diagnose:
+        rows += glow_diagnostics.layer_split(current, lambda: train_step("current"))
+        rows += glow_diagnostics.onednn_summary() + glow_diagnostics.variants()
     width = max(len(k) for k, _ in rows)
     print()
     for key, value in rows:

@@ -134,6 +134,25 @@ class SecondOrderGap:
 
 
 @dataclass(frozen=True)
+class GapAccount:
+    """Where the second-order expansion of one model holds, and what carries the measured gap
+    (chapter 06: shrinking sweep and path integral, ``ood_lib.analysis.validity``)."""
+
+    model: str
+    trained_on: str
+    images: int  # per set, in the sweep and the path account
+    measured: float  # E_ood[log p] - E_train[log p] of those images, nats
+    first_order: float  # the part each term carries along the straight paths, nats
+    second_order: float
+    remainder: float
+    quadrature_error: float
+    s_star_ood: float  # scale at which the cubic remainder equals the covariance term
+    s_star_train: float
+    positive_eigenvalues: int  # of the Hessian at x0
+    dimensions: int
+
+
+@dataclass(frozen=True)
 class Graying:
     """Mean bits/dim of a set in colour or grey under one model."""
 
@@ -235,6 +254,7 @@ class SecondOrder(Record):
     CHAPTER: ClassVar[str] = "06_second_order"
     channel_sums: list[ChannelSum]
     gaps: list[SecondOrderGap]
+    account: GapAccount  # the constant-volume Glow on CIFAR-10
     graying: list[Graying]
     models: dict[str, str]
 
@@ -244,7 +264,7 @@ class Families(Record):
     """Chapter 07: every family's preference, and PixelCNN's against the others'."""
 
     NAME: ClassVar[str] = "families"
-    CHAPTER: ClassVar[str] = "07_families"
+    CHAPTER: ClassVar[str] = "08_families"
     scores: list[FamilyScore]
     strength: dict[str, list[Strength]]  # training set -> per family
     differences: dict[str, list[StrengthDifference]]
@@ -256,7 +276,7 @@ class Remedies(Record):
     """Chapter 08: every OOD score of every model and pair."""
 
     NAME: ClassVar[str] = "remedies"
-    CHAPTER: ClassVar[str] = "08_remedies"
+    CHAPTER: ClassVar[str] = "09_remedies"
     detections: list[Detection]
     models: dict[str, str]
 
@@ -266,7 +286,7 @@ class Scorecard(Record):
     """Chapter 09: the verdicts and the fidelity table."""
 
     NAME: ClassVar[str] = "scorecard"
-    CHAPTER: ClassVar[str] = "09_scorecard"
+    CHAPTER: ClassVar[str] = "10_scorecard"
     verdicts: list[Verdict]
     fidelity: list[FidelityRow]
 
@@ -341,3 +361,49 @@ def _build(tp: Any, value: Any, where: str, record: type[Record]) -> Any:
             raise fail(f"should be {tp.__name__}, got {value!r}")
         return value
     raise TypeError(f"records cannot hold {tp!r} ({where})")
+
+
+# --------------------------------------------------------------------------- explanations (07)
+
+
+@dataclass(frozen=True)
+class CouplingFit:
+    """One coupling layer of a Glow: how far x_b is from the value x_b_hat that the layer maps
+    to zero (Kirichenko et al., 2020), on the in-distribution test set and the OOD set."""
+
+    layer: int  # flow order, from 1
+    name: str  # e.g. "L1.step3"
+    test_mse: float  # mean (x_b - x_b_hat)^2 per dimension, coupling input units
+    ood_mse: float
+    test_variance: float  # mean per-dimension variance of x_b over the set
+    ood_variance: float
+
+
+@dataclass(frozen=True)
+class Reparametrization:
+    """The Glow's density of the test and OOD sets described in coordinates w = f(v) (Le Lan &
+    Dinh, 2021): mean log p_f in nats per image and the AUROC of -log p_f."""
+
+    map: str  # "power" | "logit"
+    parameter: float  # gamma | lambda
+    test_log_density: float  # nats per image
+    ood_log_density: float
+    auroc: float  # < 0.5: the OOD set looks more likely
+
+
+@dataclass(frozen=True)
+class Explanations(Record):
+    """Chapter 07: the couplings' predictions and the reparametrization sweep."""
+
+    NAME: ClassVar[str] = "explanations"
+    CHAPTER: ClassVar[str] = "07_explanations"
+    trained_on: str  # dataset key, e.g. "cifar10"
+    ood: str
+    couplings: list[CouplingFit]
+    layers_ood_predicted_better: int  # couplings with ood_mse < test_mse
+    reparametrizations: list[Reparametrization]
+    images: dict[str, int]  # "<part>.<role>" -> images used, e.g. "couplings.ood", "density.test"
+    models: dict[str, str]
+
+
+RECORDS[Explanations.NAME] = Explanations

@@ -13,6 +13,7 @@ recomputing. Three kinds, one function pair each:
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Any, TypeVar
@@ -98,3 +99,50 @@ def _to_json(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"cannot save {type(value).__name__} as JSON")
+
+
+# Fields that time a run rather than compute a result: left out of :func:`compare`.
+TIMING_FIELDS = frozenset({"seconds", "wall_s", "cpu_s", "session_s", "finished", "finished_utc"})
+
+
+def _leaves(value: Any, path: str = "") -> dict[str, Any]:
+    """Every leaf of a JSON value by its path (``a.b[2].c``), timing fields left out."""
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() if key not in TIMING_FIELDS
+                for k, v in _leaves(item, f"{path}.{key}" if path else key).items()}
+    if isinstance(value, list):
+        return {k: v for i, item in enumerate(value) for k, v in _leaves(item, f"{path}[{i}]").items()}
+    return {path: value}
+
+
+def compare(before: Path, after: Path) -> list[tuple[str, Any, Any]]:
+    """Every saved number or value that differs between two results folders (e.g. the
+    ``_build/results/<profile>`` of two builds): ``(file:path, before, after)`` for each JSON
+    leaf that differs or exists in one only (``None`` on the other side), timing fields
+    (:data:`TIMING_FIELDS`) excluded. Empty: the builds saved identical results."""
+    names = sorted({p.name for p in before.glob("*.json")} | {p.name for p in after.glob("*.json")})
+    diffs = []
+    for name in names:
+        a, b = ({} if not (d / name).exists() else _leaves(json.loads((d / name).read_text()))
+                for d in (before, after))
+        diffs += [(f"{name}:{key}", a.get(key), b.get(key)) for key in sorted(a.keys() | b.keys())
+                  if a.get(key) != b.get(key)]
+    return diffs
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m ood_lib.results compare BEFORE AFTER``: print every differing saved value."""
+    parser = argparse.ArgumentParser(description="Compare the saved results of two builds.")
+    parser.add_argument("command", choices=["compare"])
+    parser.add_argument("before", type=Path)
+    parser.add_argument("after", type=Path)
+    args = parser.parse_args(argv)
+    diffs = compare(args.before, args.after)
+    for key, a, b in diffs:
+        print(f"{key}: {a!r} -> {b!r}")
+    n = len({p.name for p in args.before.glob("*.json")})
+    print(f"{len(diffs)} differing values in {n} result files (timing fields excluded)")
+
+
+if __name__ == "__main__":
+    main()

@@ -13,6 +13,7 @@ from ood_lib import paper, records, results, scorecard
 from ood_lib.records import (
     ChannelSum,
     FamilyScore,
+    GapAccount,
     GapOverTraining,
     Graying,
     SecondOrderGap,
@@ -67,7 +68,9 @@ def _saved() -> list[records.Record]:
         records.SecondOrder(
             channel_sums=[ChannelSum("cifar10", "svhn", c, v, p, "n") for c, v, p in
                           zip("RGB", (12.0, 7.0, 15.0), (12.3, 6.5, 14.5), strict=True)],
-            gaps=[SecondOrderGap("glow_cv", "cifar10", 900.0, 1000.0, 2000.0)],
+            gaps=[SecondOrderGap("glow_cv", "cifar10", 20_000.0, 1000.0, 20_100.0)],
+            account=GapAccount("glow_cv", "cifar10", 48, 1000.0, 300.0, 20_000.0, -19_300.0,
+                               0.5, 0.05, 0.04, 30, 3072),
             graying=[Graying(m, role, "CIFAR10-Test", v) for m in ("glow", "glow_cv")
                      for role, v in (("colour", 4.0), ("grey", 3.5))],
             models={}),
@@ -110,7 +113,10 @@ def test_every_claim_is_judged_from_saved_records(saved: dict) -> None:
                                  for t in d if t["term"] == "log |det|"], 4, scorecard.NOT_HERE),
     ("constant_volume", lambda s: s["gaps"][0].update({"at_every_step": False}), 5,
      scorecard.PARTLY),
-    ("second_order", lambda s: s["gaps"][0].update({"covariance": -900.0}), 6, scorecard.PARTLY),
+    # the covariance term's sign flips: no credit, whatever its size
+    ("second_order", lambda s: s["gaps"][0].update({"covariance": -900.0}), 6,
+     scorecard.NOT_HERE),
+    ("second_order", lambda s: s["channel_sums"][1].update({"ours": -1.0}), 6, scorecard.PARTLY),
     ("second_order", lambda s: s["graying"][1].update({"mean_bpd": 4.5}), 7, scorecard.PARTLY),
 ])
 def test_a_changed_saved_field_changes_the_verdict(saved: dict, name: str, change, claim: int,
@@ -134,7 +140,7 @@ def test_a_renamed_display_column_cannot_change_a_verdict(saved: dict) -> None:
 def test_a_missing_record_fails_naming_the_claim_and_chapter(saved: dict, tmp_path: Path) -> None:
     (tmp_path / PROFILE / "families.json").unlink()
     with pytest.raises(results.MissingResultError,
-                       match="claim 3 needs result 'families'.*chapter 07_families"):
+                       match="claim 3 needs result 'families'.*chapter 08_families"):
         scorecard.verdicts(PROFILE)
 
 
@@ -142,7 +148,7 @@ def test_a_missing_field_fails_naming_the_chapter_and_the_field(saved: dict) -> 
     del saved["families"]["strength"]["cifar10"][0]["lo"]
     results.save_json(PROFILE, "families", saved["families"])
     with pytest.raises(records.RecordError,
-                       match=r"chapter 07_families.*families\.strength\['cifar10'\]\[0\] lacks "
+                       match=r"chapter 08_families.*families\.strength\['cifar10'\]\[0\] lacks "
                              r"the field 'lo'"):
         scorecard.verdicts(PROFILE)
 

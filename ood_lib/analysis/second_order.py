@@ -23,7 +23,7 @@ $$\mathbb E_q[\log p(x)] - \mathbb E_{p^*}[\log p(x)] \approx
 
 We report every term separately (:class:`Expansion`, :func:`gap`), plus the covariance term
 with only the diagonals of $H$ and $\Sigma$, $\tfrac12 \sum_i H_{ii} \Sigma_{ii}$, which is
-what the paper's closed form below uses.
+what the paper's closed form (:mod:`ood_lib.analysis.closed_form`) uses.
 
 **Units.** All statistics are in the model's input units, $u = (x_n + \tfrac12)/2^n - \tfrac12$
 for the $n$-bit level $x_n$ of a pixel (bin centres, what evaluation scores; see
@@ -36,33 +36,9 @@ $H e_j = H_{:, j}$ per input dimension ($D$ of them: 3,072 for CIFAR-10), by for
 differentiation vectorised over a chunk of basis vectors. With $H$ stored, every trace is read
 off it: $\operatorname{Tr}\{H S\} = \sum_{ij} H_{ij} S_{ij}$ for symmetric $S$.
 
-**Constant-volume Glow in closed form** (:func:`closed_forms`). Idealise the model as one linear
-map per pixel, $z_{hw} = M x_{hw}$ with $M = W_K \cdots W_1$ the product of the 1x1-convolution
-matrices (flow order: $W_1$ acts first), followed by $\mathcal N(0, \sigma^2 I)$. Then
-$\log p(x) = -\frac{1}{2\sigma^2} \sum_{hw} \|M x_{hw}\|^2 + \text{const}$ is exactly quadratic,
-$H = -\frac{1}{\sigma^2} \operatorname{blockdiag}_{hw}(M^\top M)$, and with equal means
-
-$$\tfrac12 \operatorname{Tr}\{H \Delta\} = -\frac{1}{2\sigma^2} \sum_{hw}
-  \operatorname{Tr}\{M^\top M \Delta_{hw}\}, \qquad \Delta = \Sigma_q - \Sigma_{p^*},$$
-
-where $\Delta_{hw}$ is the $C \times C$ block of $\Delta$ at pixel $hw$: covariances between
-different pixels drop out *exactly* ($H$ has no cross-pixel entries). Keeping only the diagonal
-of each block (the per-pixel variances $\Delta_{c,hw}$) gives
-
-$$\text{exact} = -\frac{1}{2\sigma^2} \sum_c \|M_{:, c}\|^2 \sum_{hw} \Delta_{c,hw},
-  \qquad (M^\top M)_{cc} = \|M_{:, c}\|^2 ;$$
-
-what this drops is $-\frac{1}{2\sigma^2} \sum_{c \ne c'} (M^\top M)_{cc'} \sum_{hw}
-\Delta_{cc',hw}$, the change in cross-channel covariance within a pixel (zero when $M^\top M$ is
-diagonal, e.g. $M$ orthogonal). The paper's published expression replaces
-$\|M_{:,c}\|^2$ by $\alpha_c^2$, $\alpha_c = \prod_k \sum_j u_{k,c,j}$, the product over layers
-of the row sums of each matrix ($u_{k,c,j}$ = entry in row $c$ = output channel, column $j$ =
-input channel of the $k$-th matrix, as in :class:`~ood_lib.models.glow.InvConv1x1`,
-$y_c = \sum_j u_{k,c,j} x_j$). The two agree when every $u_k$ is a (signed) permutation, and in
-general differ. Neither sees actnorm scales, additive couplings, split priors or the learned
-top prior's scale; on the trained model they are idealisations, the HVP Hessian is not.
-After Glow's first ``squeeze``, the level-1 matrices act on $4C$ channels that mix a colour with
-a 2x2 position (:func:`squeezed`), so the variance maps must be squeezed first.
+**Where it holds** (shrinking sweeps, moving expansion points, the exact path account) is
+measured in :mod:`ood_lib.analysis.validity`; the constant-volume Glow's closed forms are in
+:mod:`ood_lib.analysis.closed_form`.
 
 **Interventions** that lower the variance of in-distribution images: :func:`contrast` (scale
 around the mean image) and :func:`grey` (BT.601 luma, replicated to three channels).
@@ -84,7 +60,6 @@ from tqdm.auto import tqdm
 
 from ood_lib import scoring, transforms
 from ood_lib.likelihood import evaluate
-from ood_lib.models.glow import squeeze
 from ood_lib.scoring import ScoredPair
 
 F64 = torch.float64
@@ -297,129 +272,6 @@ def gap(q: Expansion, p: Expansion) -> dict[str, float]:
     return out
 
 
-# --------------------------------------------------------------------------- exact account
-
-
-@dataclass
-class PathAccount:
-    r"""$\log p(x) - \log p(x_0)$ of each image (nats, ``[N]`` tensors), measured directly and
-    as the integral of the gradient along the straight path (:func:`path_integral`), split into
-    what the first- and second-order terms of the expansion at $x_0$ carry and the rest."""
-
-    measured: Tensor  # log p(x) - log p(x0), two forward passes
-    integral: Tensor  # Gauss-Legendre with 2n nodes
-    error: Tensor  # |integral with 2n nodes - integral with n nodes|
-    first_order: Tensor  # g^T (x - x0)
-    second_order: Tensor  # 1/2 (x - x0)^T H (x - x0)
-    nodes: int  # n
-
-    @property
-    def remainder(self) -> Tensor:
-        """What neither term carries: integral - first order - second order."""
-        return self.integral - self.first_order - self.second_order
-
-
-def _gauss_legendre(n: int) -> tuple[Tensor, Tensor]:
-    """Nodes and weights of the n-point Gauss-Legendre rule on [0, 1] (float64)."""
-    t, w = np.polynomial.legendre.leggauss(n)
-    return torch.from_numpy((t + 1) / 2), torch.from_numpy(w / 2)
-
-
-def path_integral(f: Callable[[Tensor], Tensor], x0: Tensor, x: Tensor, nodes: int = 8,
-                  chunk: int = 64) -> PathAccount:
-    r"""The exact account of $\log p(x) - \log p(x_0)$ for each row of ``x`` (``[N, D]``, input
-    units) from gradients alone: with $\Delta = x - x_0$,
-
-    $$\log p(x) - \log p(x_0) = \int_0^1 \nabla \log p(x_0 + t\Delta)^\top \Delta \, dt
-      \approx \sum_k w_k \nabla \log p(x_0 + t_k \Delta)^\top \Delta ,$$
-
-    by Gauss-Legendre quadrature with $2n$ nodes (exact for integrands of degree $< 4n$), the
-    difference to the $n$-node rule reported as its error. Beside it, the terms of the expansion
-    at $x_0$: $g^\top \Delta$ and $\tfrac12 \Delta^\top H \Delta$ (one Hessian-vector product
-    per image). ``f`` maps ``[B, D]`` to ``[B]`` with rows scored independently
-    (:func:`log_density`), so the gradient of a sum is every row's gradient."""
-    x0 = x0.detach().to(F64).flatten()  # [D]
-    x = x.detach().to(F64).reshape(len(x), -1)  # [N, D]
-    delta = x - x0  # [N, D]
-
-    def along(n: int) -> Tensor:
-        t, w = _gauss_legendre(n)
-        total = torch.zeros(len(x), dtype=F64)
-        for start in range(0, len(x), chunk):
-            d = delta[start:start + chunk]  # [B, D]
-            points = (x0 + t[:, None, None] * d).reshape(-1, d.shape[1])  # [n B, D]
-            points.requires_grad_(True)
-            (g,) = torch.autograd.grad(f(points).sum(), points)  # every row's gradient
-            # sum_k w_k grad log p(x0 + t_k d)^T d
-            total[start:start + chunk] = (w[:, None] * (g.reshape(n, *d.shape) * d).sum(-1)).sum(0)
-        return total
-
-    coarse, fine = along(nodes), along(2 * nodes)
-    def f1(v: Tensor) -> Tensor:  # one image [D] -> scalar log p
-        return f(v[None])[0]
-
-    grad_f = grad(f1)
-    with torch.no_grad():
-        measured = f(x) - f(x0[None])[0]
-    g0 = grad_f(x0)  # [D]
-    hd = vmap(lambda v: jvp(grad_f, (x0,), (v,))[1])(delta)  # H Delta, [N, D]
-    return PathAccount(measured=measured, integral=fine, error=(fine - coarse).abs(),
-                       first_order=delta @ g0, second_order=0.5 * (delta * hd).sum(1),
-                       nodes=nodes)
-
-
-# --------------------------------------------------------------------------- closed forms
-
-
-def mixing_matrix(weights: list[Tensor]) -> Tensor:
-    r"""$M = W_K \cdots W_1$ for 1x1-convolution matrices ``weights`` in flow order (float64)."""
-    m = torch.eye(weights[0].shape[0], dtype=F64)
-    for w in weights:
-        # M <- W_k M
-        m = w.detach().to(F64).cpu() @ m  # [C, C]
-    return m
-
-
-def channel_factors(weights: list[Tensor]) -> dict[str, Tensor]:
-    r"""Per channel, the factor that multiplies $-\frac{1}{2\sigma^2} \sum_{hw} \Delta_{c,hw}$:
-    ``exact`` $\|M_{:,c}\|^2 = (M^\top M)_{cc}$ and ``paper`` $\alpha_c^2$,
-    $\alpha_c = \prod_k \sum_j u_{k,c,j}$ (row sums). Both ``[C]``."""
-    m = mixing_matrix(weights)
-    # alpha_c = prod_k sum_j u_{k,c,j}
-    alpha = torch.stack([w.detach().to(F64).cpu().sum(1) for w in weights]).prod(0)  # [C]
-    # ||M[:, c]||^2 = (M^T M)_cc
-    return {"exact": (m**2).sum(0), "paper": alpha**2}
-
-
-def closed_forms(
-    weights: list[Tensor], var_q: Tensor, var_p: Tensor, sigma: float = 1.0
-) -> dict[str, float]:
-    r"""Equal-means second-order gap of the idealised constant-volume Glow (module docstring):
-    ``exact`` $= -\frac{1}{2\sigma^2} \sum_c \|M_{:,c}\|^2 \sum_{hw} (\sigma^2_q -
-    \sigma^2_p)_{c,hw}$ (exact for per-pixel variances; cross-channel covariance changes
-    dropped) and ``paper`` $= -\frac{1}{2\sigma^2} \sum_c \alpha_c^2 \sum_{hw} (\sigma^2_q -
-    \sigma^2_p)_{c,hw}$. ``var_*`` are ``[C, H, W]`` maps in the channel layout the matrices act
-    on (input units; see :func:`squeezed`)."""
-    if var_q.shape != var_p.shape or var_q.ndim != 3:
-        raise ValueError(f"var_q, var_p must be [C, H, W] maps, got {var_q.shape}, {var_p.shape}")
-    if var_q.shape[0] != weights[0].shape[0]:
-        c = weights[0].shape[0]
-        raise ValueError(f"variance maps have {var_q.shape[0]} channels, matrices are {c}x{c}")
-    # sum_hw (var_q - var_p)_c
-    delta = (var_q.to(F64).cpu() - var_p.to(F64).cpu()).sum((1, 2))  # [C]
-    return {name: float(-0.5 / sigma**2 * (factor * delta).sum())
-            for name, factor in channel_factors(weights).items()}
-
-
-def squeezed(x: Tensor) -> Tensor:
-    """A per-pixel map ``[C, H, W]`` in the layout of Glow's level 1, ``[4C, H/2, W/2]``, by
-    :func:`ood_lib.models.glow.squeeze` itself: ``out[4c + 2i + j, h, w] = x[c, 2h + i, 2w + j]``
-    (squeezed channel ``4c + 2i + j`` is colour ``c`` at offset ``(i, j)`` of each 2x2 patch)."""
-    if x.ndim != 3:
-        raise ValueError(f"squeezed expects a [C, H, W] map, got {list(x.shape)}")
-    return squeeze(x[None])[0]
-
-
 # --------------------------------------------------------------------------- interventions
 
 
@@ -442,6 +294,16 @@ def grey(images: Tensor) -> Tensor:
         raise ValueError(f"grey expects RGB images [N, 3, H, W], got {list(images.shape)}")
     y = torch.from_numpy(transforms.luma(images.permute(0, 2, 3, 1).numpy()))  # [N, H, W]
     return y[:, None].expand_as(images).contiguous()
+
+
+def blend_grey(images: Tensor, t: float) -> Tensor:
+    r"""uint8 RGB ``[N, 3, H, W]`` -> $(1 - t) x + t\,\mathrm{grey}(x)$ (:func:`grey`), rounded
+    (half to even) to uint8: the paper's graying continuum, $t = 0$ the images, $t = 1$ grey."""
+    if not 0.0 <= t <= 1.0:
+        raise ValueError(f"blend_grey: t must be in [0, 1], got {t}")
+    # x_t = (1 - t) x + t grey(x)
+    y = (1 - t) * images.to(F64) + t * grey(images).to(F64)  # [N, 3, H, W]
+    return y.round().clamp(0, 255).to(torch.uint8)
 
 
 # --------------------------------------------------------------------------- trained models
@@ -505,40 +367,26 @@ def expectation_table(a: PairAnalysis, labels: dict[str, str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def cv_closed_forms(model: torch.nn.Module, a: PairAnalysis, q: str = "ood",
-                    p: str = "train", sigma: float = 1.0) -> dict[str, float]:
-    """Both closed forms for a constant-volume Glow, idealised as its level-1 1x1 convolutions
-    followed by $\\mathcal N(0, \\sigma^2 I)$, with the per-pixel variances mapped to the level-1
-    channels by :func:`squeezed`; beside them, the diagonal-only and full covariance terms of
-    the Hessian of the real model (all E_q - E_p, nats per image)."""
-    net = copy.deepcopy(model).to(F64)
-    weights = net.invconv_weights()[: net.config.steps]  # level 1: the first K matrices
-    forms = closed_forms(weights, squeezed(a.moments[q].var_map), squeezed(a.moments[p].var_map),
-                         sigma)
-    gaps = a.gaps(q, p)
-    return {"paper closed form": forms["paper"], "exact closed form (idealised)": forms["exact"],
-            "Hessian, diagonal only": gaps["covariance_diagonal"],
-            "Hessian, full covariance": gaps["covariance"], "measured": gaps["measured"]}
-
-
-def contrast_sweep(pair: ScoredPair, a: PairAnalysis, images: dict[str, Tensor],
-                   alphas: list[float], mean: Tensor, profile: str) -> pd.DataFrame:
-    """For each set (label -> uint8 images) and contrast ``alpha``: the measured mean bits/dim
-    of the transformed images (:func:`contrast` around ``mean``, scored through the cache) and
-    the expansion's prediction from their *measured* moments (clipping makes them differ from
-    ``alpha^2`` times the originals')."""
+def intervention_sweep(pair: ScoredPair, a: PairAnalysis, images: dict[str, Tensor],
+                       transform: Callable[[Tensor, float], Tensor], params: list[float],
+                       profile: str, name: str = "param") -> pd.DataFrame:
+    """For each set (label -> uint8 images) and parameter value ``p`` of ``transform(images,
+    p)`` (uint8 -> uint8, e.g. :func:`contrast` or :func:`blend_grey`): the measured mean
+    bits/dim of the transformed images (scored through the cache) and the expansion's
+    prediction from their *measured* moments (rounding and clipping make them differ from any
+    formula in ``p``). The parameter's column is called ``name``."""
     trained = pair.trained
     n_dims = a.x0.numel()
     rows = []
     for label, x in images.items():
-        for alpha in alphas:
-            y = contrast(x, alpha, mean)
+        for p in params:
+            y = transform(x, p)
             scores = scoring.cached(
-                profile, f"contrast-{trained.key}-{scoring.images_sha256(y)[:16]}",
+                profile, f"intervention-{trained.key}-{scoring.images_sha256(y)[:16]}",
                 scoring.cache_key(trained, y),
                 lambda y=y: evaluate(trained.model, y))
             e = expand(a.derivatives, a.x0, moments(y, trained.model.n_bits))
-            rows.append({"set": label, "alpha": alpha, "images": len(y),
+            rows.append({"set": label, name: p, "images": len(y),
                          "measured bpd": float(scores["bpd"].mean()),
                          "predicted bpd": float(trained.model.bits_per_dim(e.total, n_dims)),
                          "predicted bpd (diagonal)":
