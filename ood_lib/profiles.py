@@ -53,10 +53,13 @@ def image_kind(dataset: str) -> str:
     return "rgb" if IMAGE_GEOMETRY[dataset][0] == 3 else "grey"
 
 
-# Learning-rate schedule per training set outside smoke: the models retrained on the reduced
-# training splits (after the held-out split was carved out) decay with a cosine; notMNIST's
-# models predate it and keep the constant rate (their keys, and so their checkpoints, stay).
-LR_SCHEDULES: dict[str, str] = {"cifar10": "cosine", "fashion_mnist": "cosine"}
+# Learning-rate schedule per training set outside smoke. The CIFAR-10 models, retrained for
+# ~2 h on the reduced split, decay with a cosine. Fashion-MNIST keeps the constant rate: at its
+# 6,000-step budget the Glow trained with a cosine decay on the reduced split ended at 3.959
+# test bits/dim (first 500 test images) against 3.784 for the constant rate, the decay cutting
+# progress short (its log: benchmarks/pilots/fashion_mnist_glow_cosine/). notMNIST's models
+# keep the constant rate too (their keys stay).
+LR_SCHEDULES: dict[str, str] = {"cifar10": "cosine"}
 
 
 def train_config(dataset: str, profile: str, cpu_steps: dict[str, int]) -> TrainConfig:
