@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ood_lib import data, registry
-from ood_lib.analysis import validity
+from ood_lib.analysis import second_order, validity
 from ood_lib.analysis.second_order import derivatives, input_units, log_density
 
 F64 = torch.float64
@@ -95,7 +95,7 @@ def test_krylov_ritz_values_find_both_ends_of_the_spectrum() -> None:
 def test_hessian_products_match_the_hessian() -> None:
     f = QuadraticPlusCubic(seed=7)
     y, v = _points(1, 8)[0], _points(3, 9)
-    torch.testing.assert_close(validity.hessian_products(f, y, chunk=2)(v), v @ f.hessian(y))
+    torch.testing.assert_close(second_order.hessian_products(f, y, chunk=2)(v), v @ f.hessian(y))
 
 
 def test_path_integral_of_a_quadratic_plus_cubic_is_exact_term_by_term() -> None:

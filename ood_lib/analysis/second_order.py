@@ -167,41 +167,47 @@ class Derivatives:
     seconds: float
 
 
+def gradient(f: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    """``v [D] -> grad log p(v) [D]`` of ``f`` (``[B, D] -> [B]``, rows independent)."""
+    return grad(lambda v: f(v[None])[0])
+
+
+def hessian_products(f: Callable[[Tensor], Tensor], y: Tensor,
+                     chunk: int = 64) -> Callable[[Tensor], Tensor]:
+    r"""``V [N, D] -> (H(y) v_i)_i [N, D]``, $H(y)$ the Hessian of ``f`` at ``y``: each product
+    by forward-mode differentiation of the gradient,
+    $H v = \frac{d}{d\epsilon} \nabla f(y + \epsilon v)|_{\epsilon=0}$ (``jvp`` of ``grad``),
+    vectorised (``vmap``) over ``chunk`` rows so the forward and backward pass at $y$ is
+    shared."""
+    y = y.detach().to(F64).flatten()
+    grad_f = gradient(f)
+    # H v = d/de grad f(y + e v) at e = 0
+    hvps = vmap(lambda u: jvp(grad_f, (y,), (u,))[1])
+    return lambda v: torch.cat([hvps(v[i:i + chunk].to(F64)) for i in range(0, len(v), chunk)])
+
+
 def derivatives(
     f: Callable[[Tensor], Tensor], x0: Tensor, chunk: int = 64, progress: bool = False
 ) -> Derivatives:
     r"""Value, gradient and full Hessian of ``f`` (``[B, D] -> [B]``, e.g. :func:`log_density`)
     at ``x0`` (``[D]`` or any shape with D elements), in float64.
 
-    The Hessian is built ``chunk`` columns at a time, $H_{:, j} = H e_j$, each Hessian-vector
-    product by forward-mode differentiation of the gradient,
-    $H v = \frac{d}{d\epsilon} \nabla f(x_0 + \epsilon v)|_{\epsilon=0}$ (``jvp`` of ``grad``),
-    vectorised (``vmap``) over the chunk's basis vectors so the forward and backward pass at
-    $x_0$ is shared. $D$ products in all; never a full autograd Hessian."""
+    The Hessian is built ``chunk`` columns at a time, $H_{:, j} = H e_j$, by
+    :func:`hessian_products`. $D$ products in all; never a full autograd Hessian."""
     start = time.perf_counter()
     x0 = x0.detach().to(F64).flatten()  # [D]
     d = x0.numel()
-
-    def f1(x: Tensor) -> Tensor:  # one image [D] -> scalar log p
-        return f(x[None])[0]
-
-    grad_f = grad(f1)
-
-    def hvp(v: Tensor) -> Tensor:
-        # H v = d/de grad f(x0 + e v) at e = 0
-        return jvp(grad_f, (x0,), (v,))[1]  # [D]
-
-    hvps = vmap(hvp)
+    products = hessian_products(f, x0, chunk)
     with torch.no_grad():
-        log_p_x0 = float(f1(x0))
-    g = grad_f(x0).to(x0.device)  # [D]
+        log_p_x0 = float(f(x0[None])[0])
+    g = gradient(f)(x0).to(x0.device)  # [D]
     hessian = torch.empty(d, d, dtype=F64, device=x0.device)
     for j in tqdm(range(0, d, chunk), desc="Hessian columns", disable=not progress):
         cols = torch.arange(j, min(j + chunk, d), device=x0.device)
         basis = torch.zeros(len(cols), d, dtype=F64, device=x0.device)  # [B, D]: rows e_j
         basis[torch.arange(len(cols)), cols] = 1.0
         # H[:, j] = H e_j (rows of H e_j are columns of H)
-        hessian[:, j : j + chunk] = hvps(basis).to(x0.device).T  # [D, B]
+        hessian[:, j : j + chunk] = products(basis).to(x0.device).T  # [D, B]
     # H <- (H + H^T) / 2 (exact in exact arithmetic; removes round-off asymmetry)
     hessian = 0.5 * (hessian + hessian.T)
     return Derivatives(log_p_x0=log_p_x0, grad=g, hessian=hessian, n_hvp=d,

@@ -46,7 +46,8 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
-from torch.func import grad, jvp, vmap
+
+from ood_lib.analysis.second_order import gradient, hessian_products
 
 F64 = torch.float64
 LogDensity = Callable[[Tensor], Tensor]  # [B, D] -> [B], rows scored independently
@@ -61,23 +62,9 @@ def _rows(x: Tensor, x0: Tensor) -> tuple[Tensor, Tensor]:
     return x, x0
 
 
-def _gradient(f: LogDensity) -> Callable[[Tensor], Tensor]:
-    """``v [D] -> grad log p(v) [D]``."""
-    return grad(lambda v: f(v[None])[0])
-
-
-def hessian_products(f: LogDensity, y: Tensor, chunk: int = 64) -> Callable[[Tensor], Tensor]:
-    r"""``V [N, D] -> (H(y) v_i)_i [N, D]``, $H(y)$ the Hessian of ``f`` at ``y`` ``[D]``: one
-    Hessian-vector product per row (forward over reverse), vmapped over ``chunk`` rows."""
-    y = y.detach().to(F64).flatten()
-    grad_f = _gradient(f)
-    # H v = d/de grad f(y + e v) at e = 0
-    hvps = vmap(lambda u: jvp(grad_f, (y,), (u,))[1])
-    return lambda v: torch.cat([hvps(v[i:i + chunk].to(F64)) for i in range(0, len(v), chunk)])
-
-
 def quadratic_forms(f: LogDensity, y: Tensor, v: Tensor, chunk: int = 64) -> Tensor:
-    r"""$v_i^\top H(y) v_i$ for each row of ``v`` ``[N, D]`` (:func:`hessian_products`)."""
+    r"""$v_i^\top H(y) v_i$ for each row of ``v`` ``[N, D]``
+    (:func:`~ood_lib.analysis.second_order.hessian_products`)."""
     v, y = _rows(v, y)
     return (hessian_products(f, y, chunk)(v) * v).sum(1)  # [N]
 
@@ -145,8 +132,9 @@ def _orthonormal(block: Tensor, basis: list[Tensor]) -> Tensor:
 def krylov_ritz_values(products: Callable[[Tensor], Tensor], d: int, block: int = 16,
                        depth: int = 8, seed: int = 0) -> Tensor:
     r"""Ritz values (ascending) of a symmetric $D \times D$ operator ``products`` (``V [N, D] ->
-    (H v_i)_i``, :func:`hessian_products`) on the block Krylov space $\{\Omega, H\Omega, \dots,
-    H^{\text{depth}-1}\Omega\}$ of a seeded Gaussian block $\Omega$ of ``block`` columns: the
+    (H v_i)_i``, :func:`~ood_lib.analysis.second_order.hessian_products`) on the block Krylov
+    space $\{\Omega, H\Omega, \dots, H^{\text{depth}-1}\Omega\}$ of a seeded Gaussian block
+    $\Omega$ of ``block`` columns: the
     Rayleigh-Ritz eigenvalues of $V^\top H V$, $V$ its orthonormal basis. The extreme ones,
     at both ends of the spectrum, converge first; ``block * depth`` products in ``depth``
     vectorised calls."""
@@ -224,7 +212,7 @@ def path_integral(f: LogDensity, x0: Tensor, x: Tensor, nodes: int = 8,
     coarse, fine = along(nodes), along(2 * nodes)
     with torch.no_grad():
         measured = f(x) - f(x0[None])[0]
-    g0 = _gradient(f)(x0)  # [D]
+    g0 = gradient(f)(x0)  # [D]
     return PathAccount(measured=measured, integral=fine, error=(fine - coarse).abs(),
                        first_order=delta @ g0,
                        second_order=0.5 * quadratic_forms(f, x0, delta, chunk), nodes=nodes)
