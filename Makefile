@@ -7,7 +7,8 @@
 #   make browser       the browser test alone, on the last build (_build/html)
 #   make smoke | make lint | make clean
 #   make retrain [PROFILE=cpu]      retrain every model of a profile, the Glow ensembles' extra
-#                                   members and the likelihood-ratio background Glows
+#                                   members and the likelihood-ratio background models (PixelCNN
+#                                   and Glow: Ren et al.'s mu x lambda grid, extended at an edge)
 #   make bench [PROFILE=cpu]          Glow throughput, memory, % of fp32 peak; evaluation with
 #                                     and without the allocator settings of ood_lib.allocator
 
@@ -42,7 +43,7 @@ smoke: $(STAMP)
 retrain: $(STAMP)
 	$(BIN)/python -m ood_lib.registry train --profile $(PROFILE) --retrain $(DATA_ARG)
 	$(BIN)/python -m ood_lib.ensemble --profile $(PROFILE) --retrain $(DATA_ARG)
-	$(BIN)/python -m ood_lib.background --profile $(PROFILE) --retrain $(DATA_ARG)
+	$(BIN)/python -m ood_lib.background --profile $(PROFILE) --retrain --extend $(DATA_ARG)
 
 bench: $(STAMP)
 	PYTHONPATH=. $(BIN)/python benchmarks/bench_glow.py --profile $(PROFILE)

@@ -55,10 +55,11 @@ cached. Three OOD scores, each oriented larger = more OOD (:mod:`ood_lib.analysi
   with H_hat the mean -log p of the first ``--test-images`` images of the model's *train* set;
 - ``complexity_png``: input complexity S(x) = D bpd(x) - L(x) in bits (D = C H W), with L(x)
   the PNG size (``png_bits``, the whole file) of the image exactly as the model saw it;
-- for a Glow, where its companions are shipped (:mod:`ood_lib.ensemble`): ``likelihood_ratio``,
-  log p_bg(x) - log p(x) in nats with the background Glow, and ``waic``, -WAIC(x) over the
-  Glow's seed ensemble (Fashion-MNIST and notMNIST). A missing companion leaves its score out
-  with a note; it is never trained.
+- where the model's companions are shipped (:mod:`ood_lib.ensemble`): ``likelihood_ratio``,
+  log p_bg(x) - log p(x) in nats with its background model (PixelCNN and Glow,
+  :mod:`ood_lib.background`), and ``waic``, -WAIC(x) over a Glow's seed ensemble (Fashion-MNIST
+  and notMNIST). A missing companion leaves its score out with a line saying which score, why
+  and the command that trains it; it is never trained.
 
 For each, the AUROC of your images (the positive class) against the test set, with a 95%
 bootstrap interval (:func:`ood_lib.analysis.remedies.detection_row`): 0.5 = no different from
@@ -498,12 +499,8 @@ def run(args: argparse.Namespace) -> Path:
     if args.dataset == "notmnist":  # its held-out images are the even test positions
         test = replace(test, name=f"{test.name}-odd", label=f"{test.label} (odd positions)",
                        images=test.images[1::2], coverage=f"{len(test.images[1::2]):,} images")
-    try:
-        bundle = ensemble.companions(args.model, args.dataset, args.profile, args.data_root,
-                                     allow_training=False)
-        missing = ""
-    except registry.CheckpointError as exc:
-        bundle, missing = ensemble.Companions(), str(exc).split(". ", 1)[0]
+    bundle = ensemble.companions(args.model, args.dataset, args.profile, args.data_root,
+                                 allow_training=False)
     user, ref, h_hat = score_images(trained, loaded.images, test, held_out, args.profile, bundle)
 
     n = len(loaded.rows)
@@ -525,8 +522,8 @@ def run(args: argparse.Namespace) -> Path:
     for column, label in SCORES.items():
         if column in user and (column != "typicality" or np.isfinite(h_hat)):
             print(f"  {label:<26} {_fmt_auroc(remedies.detection_row(ref[column], user[column]))}")
-    if missing:
-        print(f"  Likelihood ratio and WAIC left out: {missing}.")
+    for line in bundle.left_out:  # "<score>: why, and the command that trains its companion"
+        print(f"  Left out, {line}")
     if n < FEW_IMAGES:
         print(f"  Note: AUROC needs at least a few images; with {n} the interval is wide and "
               "the value says little.")

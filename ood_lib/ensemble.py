@@ -12,10 +12,11 @@ seeds in :data:`ENSEMBLE_SEEDS` and the same configuration and budget; train the
 A seed sets the initialisation, the batch order and the dequantization noise
 (:mod:`ood_lib.train`), so the members differ in everything but data and configuration.
 
-**The background model** of the likelihood ratio is :func:`ood_lib.background.get`'s.
+**The background model** of the likelihood ratio is :func:`ood_lib.background.get`'s, for
+the families of :data:`ood_lib.background.FAMILIES` (PixelCNN and Glow).
 
-:func:`companions` gathers both for a run (only Glows have them); :meth:`Companions.log_px`
-scores them on an image set through the content-keyed cache.
+:func:`companions` gathers both for a run; :meth:`Companions.log_px` scores them on an image
+set through the content-keyed cache.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from ood_lib import background, profiles, registry, scoring
 from ood_lib.registry import TrainedModel
 from ood_lib.scoring import EvalSet
 
-# Training set -> the seeds of its Glow ensemble (seed 0 is the shipped model).
+# The family of the ensembles, and training set -> its seeds (seed 0 is the shipped model).
+ENSEMBLE_MODEL = "glow"
 ENSEMBLE_SEEDS: dict[str, tuple[int, ...]] = {"fashion_mnist": (0, 1, 2), "notmnist": (0, 1, 2)}
 
 
@@ -42,8 +44,8 @@ class Companions:
 
     background: TrainedModel | None = None
     members: tuple[TrainedModel, ...] = ()
-    # Companions left out because they are stale stand-ins (trained before the held-out split)
-    # while the run's own model is not: one line each, with the command that retrains it.
+    # Companions left out, one line each naming the score that needs it, why (missing, or a
+    # stale stand-in beside a retrained model) and the command that trains it.
     left_out: tuple[str, ...] = ()
 
     def log_px(self, eval_set: EvalSet, profile: str, own_log_px: np.ndarray) -> dict[str, np.ndarray]:
@@ -67,27 +69,49 @@ class Companions:
 
 def companions(model: str, dataset: str, profile: str, data_root: str | Path | None = None,
                allow_training: bool | None = None) -> Companions:
-    """The companions of ``model`` trained on ``dataset``: for a Glow (seed 0), its background
-    model and its ensemble's other members where :data:`ENSEMBLE_SEEDS` lists them; none for
-    the other families. Missing checkpoints are trained where allowed (``None``: see
-    :func:`ood_lib.registry.training_allowed`), else raise
-    :class:`~ood_lib.registry.CheckpointError` naming the command that trains them."""
-    if model != background.MODEL:
+    """The companions of ``model`` (seed 0) trained on ``dataset``: its background model where
+    :func:`ood_lib.background.datasets` lists the training set for the family, and for a Glow
+    its ensemble's other members where :data:`ENSEMBLE_SEEDS` lists them. Missing checkpoints
+    are trained where allowed (``None``: see :func:`ood_lib.registry.training_allowed`); else
+    the companion is left out, with a line saying which score needs it and the command that
+    trains it. A stale companion beside a retrained model is left out the same way."""
+    has_background = model in background.FAMILIES and dataset in background.datasets(model)
+    seeds = ENSEMBLE_SEEDS.get(dataset, ())[1:] if model == ENSEMBLE_MODEL else ()
+    if not has_background and not seeds:
         return Companions()
     own = registry.get(model, dataset, profile, data_root=data_root,
                        allow_training=allow_training, progress=False)
-    bg = background.get(dataset, profile, data_root, allow_training)[0]
-    members = tuple(registry.get(model, dataset, profile, seed=s, data_root=data_root,
-                                 allow_training=allow_training, progress=False)
-                    for s in ENSEMBLE_SEEDS.get(dataset, ())[1:])
-    # never a companion of an older configuration beside a retrained model (a stale model's
-    # companions are as stale as it is, and the chapters say so)
-    def mixed(m: TrainedModel) -> bool:
-        return m.stale is not None and own.stale is None
+    left_out = []
 
-    return Companions(background=None if mixed(bg) else bg,
-                      members=tuple(m for m in members if not mixed(m)),
-                      left_out=tuple(m.stale for m in (bg, *members) if mixed(m)))
+    def usable(m: TrainedModel, line: str) -> bool:
+        # never a companion of an older configuration beside a retrained model (a stale
+        # model's companions are as stale as it is, and the chapters say so)
+        if m.stale is not None and own.stale is None:
+            left_out.append(line)
+            return False
+        return True
+
+    bg = None
+    if has_background:
+        try:
+            bg = background.get(model, dataset, profile, data_root, allow_training)[0]
+        except registry.CheckpointError as exc:
+            left_out.append(f"likelihood ratio: {exc}")
+    if bg is not None and not usable(bg, (
+            f"likelihood ratio: the background model {bg.key} is a stale stand-in, trained "
+            f"before the held-out split; choose and train it anew with "
+            f"`{background.command(model, dataset, profile)}`")):
+        bg = None
+    members = []
+    for s in seeds:
+        try:
+            members.append(registry.get(model, dataset, profile, seed=s, data_root=data_root,
+                                        allow_training=allow_training, progress=False))
+        except registry.CheckpointError:
+            left_out.append(f"WAIC: no ensemble member with seed {s}; train it with "
+                            f"`{registry.train_command(model, dataset, profile, seed=s)}`")
+    members = [m for m in members if usable(m, f"WAIC: {m.stale}")]
+    return Companions(background=bg, members=tuple(members), left_out=tuple(left_out))
 
 
 def models_table(pair: scoring.ScoredPair, bundle: Companions, profile: str) -> pd.DataFrame:
@@ -97,8 +121,9 @@ def models_table(pair: scoring.ScoredPair, bundle: Companions, profile: str) -> 
     named = [(f"shipped (seed {pair.trained.spec.seed})", pair.trained)]
     named += [(f"ensemble member (seed {m.spec.seed})", m) for m in bundle.members]
     if bundle.background is not None:
-        mu = bundle.background.spec.train_config.noise_fraction
-        named.append((f"background (mu = {mu:g})", bundle.background))
+        cfg = bundle.background.spec.train_config
+        named.append((f"background (μ = {cfg.noise_fraction:g}, λ = {cfg.l2:g})",
+                      bundle.background))
     for role, trained in named:
         bpd = {r: scoring.score(trained, pair.sets[r], profile, progress=False)["bpd"].mean()
                for r in ("test", "ood")}
@@ -117,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     for dataset, seeds in ENSEMBLE_SEEDS.items():
         for seed in seeds[1:]:
-            trained = registry.get(background.MODEL, dataset, args.profile, seed=seed,
+            trained = registry.get(ENSEMBLE_MODEL, dataset, args.profile, seed=seed,
                                    data_root=args.data_root, allow_training=True,
                                    retrain=args.retrain)
             print(f"{trained.key} (seed {seed}): final {trained.record['final_bpd']}")

@@ -42,13 +42,14 @@ def bits_per_dim(log_px: Tensor | np.ndarray | float, n_dims: int, n_bits: int =
 def evaluate(
     model: DensityModel,
     x: Tensor,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     progress: bool | str = False,
 ) -> dict[str, np.ndarray]:
     """Per-image log-likelihood parts and bits/dim of uint8 images ``x`` ``[N, C, H, W]``.
 
     Returns float64 arrays of shape ``[N]``: every part of ``model.log_prob_parts`` (nats) and
     ``bpd``. Deterministic: bin-centre dequantization (continuous models), model in eval mode.
+    ``batch_size`` defaults to the model's ``eval_batch_size``.
     """
     if x.dtype != torch.uint8 or x.ndim != 4:
         raise ValueError(f"evaluate expects uint8 images [N, C, H, W], got {x.dtype} {list(x.shape)}")
@@ -56,6 +57,7 @@ def evaluate(
     model.eval()
     device = next(model.parameters()).device
     parts: dict[str, list[np.ndarray]] = {}
+    batch_size = batch_size or model.eval_batch_size
     batches = range(0, len(x), batch_size)
     desc = progress if isinstance(progress, str) else "evaluate"
     for start in tqdm(batches, desc=desc, disable=not progress, leave=False):

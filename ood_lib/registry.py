@@ -32,6 +32,7 @@ and neither does the key (see :mod:`ood_lib.distributed`). Rank 0 writes the fil
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -98,15 +99,16 @@ def model_config(model: str, dataset: str, profile: str) -> dict:
     return family.config_cls(**kwargs).to_dict()
 
 
-def train_config(model: str, dataset: str, profile: str, noise_fraction: float = 0.0) -> TrainConfig:
+def train_config(model: str, dataset: str, profile: str, noise_fraction: float = 0.0,
+                 l2: float = 0.0) -> TrainConfig:
     """The training configuration: the profile's, with the family's ``cpu`` step budget and,
-    outside ``smoke``, its overrides; ``noise_fraction`` > 0 for a likelihood-ratio background
-    model (:mod:`ood_lib.background`)."""
+    outside ``smoke``, its overrides; ``noise_fraction`` > 0 and ``l2`` (the weight penalty's
+    lambda) >= 0 for a likelihood-ratio background model (:mod:`ood_lib.background`)."""
     family = _family(model)
     config = profiles.train_config(dataset, profile, family.cpu_steps).to_dict()
     if profile != "smoke":
         config.update(family.train_overrides)
-    return TrainConfig(**config, noise_fraction=noise_fraction)
+    return TrainConfig(**config, noise_fraction=noise_fraction, l2=l2)
 
 
 class CheckpointError(RuntimeError):
@@ -127,11 +129,12 @@ def training_allowed(profile: str) -> bool:
 
 
 def train_command(model: str, dataset: str, profile: str, seed: int = 0,
-                  noise_fraction: float = 0.0) -> str:
+                  noise_fraction: float = 0.0, l2: float = 0.0) -> str:
     """The shell command that trains one model (quoted in errors)."""
     return (f"python -m ood_lib.registry train --profile {profile} --model {model} "
             f"--dataset {dataset}" + (f" --seed {seed}" if seed else "")
-            + (f" --noise-fraction {noise_fraction}" if noise_fraction else ""))
+            + (f" --noise-fraction {noise_fraction}" if noise_fraction else "")
+            + (f" --l2 {l2:g}" if l2 else ""))
 
 
 @dataclass(frozen=True)
@@ -150,7 +153,7 @@ class ModelSpec:
     def command(self) -> str:
         """The shell command that trains this model."""
         return train_command(self.model, self.dataset, self.profile, self.seed,
-                             self.train_config.noise_fraction)
+                             self.train_config.noise_fraction, self.train_config.l2)
 
     @property
     def key(self) -> str:
@@ -238,29 +241,31 @@ def train_data_entry(split: data.Split) -> dict:
 
 
 def make_spec(model: str, dataset: str, profile: str, train_split: data.Split, seed: int = 0,
-              noise_fraction: float = 0.0) -> ModelSpec:
+              noise_fraction: float = 0.0, l2: float = 0.0) -> ModelSpec:
     return ModelSpec(
         model=model, dataset=dataset, profile=profile, seed=seed,
         model_config=model_config(model, dataset, profile),
-        train_config=train_config(model, dataset, profile, noise_fraction),
+        train_config=train_config(model, dataset, profile, noise_fraction, l2),
         train_data=train_data_entry(train_split),
     )
 
 
 def legacy_spec(spec: ModelSpec) -> ModelSpec | None:
     """The model that stood for ``spec`` before the held-out split existed: the same model
-    configuration, seed and noise, trained on the whole official training split (its ``val``
-    images included) with the budget of its day, as recorded in the checkpoint manifest; or
-    ``None``. Such a checkpoint is loaded only as a *stale* stand-in (:func:`get`)."""
+    configuration, seed, noise and weight penalty, trained on the whole official training
+    split (its ``val`` images included) with the budget of its day, as recorded in the
+    checkpoint manifest; or ``None``. Such a checkpoint is loaded only as a *stale* stand-in
+    (:func:`get`)."""
     manifest_path = checkpoint_root(spec.profile) / "manifest.json"
     if spec.dataset not in data.HELD_OUT or not manifest_path.exists():
         return None
-    noise = spec.train_config.noise_fraction
+    noise, l2 = spec.train_config.noise_fraction, spec.train_config.l2
     for key, r in sorted(json.loads(manifest_path.read_text()).items()):
         if ((r["model"], r["dataset"], r["profile"], r["seed"]) == (spec.model, spec.dataset,
                                                                     spec.profile, spec.seed)
                 and r["model_config"] == spec.model_config
                 and r["train_config"].get("noise_fraction", 0.0) == noise
+                and r["train_config"].get("l2", 0.0) == l2
                 and "index_range" not in r["train_data"]):
             old = replace(spec, train_config=TrainConfig(**r["train_config"]), train_data={
                 k: r["train_data"][k] for k in ("split", "n", "official_size")})
@@ -317,13 +322,14 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _monitor_sets(dataset: str, profile: str, data_root: str | Path | None) -> dict[str, torch.Tensor]:
+def _monitor_sets(dataset: str, profile: str, data_root: str | Path | None,
+                  with_ood: bool = True) -> dict[str, torch.Tensor]:
     """Sets scored deterministically at every log row (their first ``eval_images`` images): a
     fixed slice of the training split, the held-out split (where the dataset has one), the
-    in-distribution test split and the paired OOD test split. The train slice gives a
-    noise-free training curve beside the running loss (which mixes random dequantization and
-    changing weights); it is not part of the model's key."""
-    ood = profiles.PAIRS.get(dataset)
+    in-distribution test split and, ``with_ood``, the paired OOD test split. The train slice
+    gives a noise-free training curve beside the running loss (which mixes random
+    dequantization and changing weights); it is not part of the model's key."""
+    ood = profiles.PAIRS.get(dataset) if with_ood else None
     sets = {f"{dataset}_train": data.load(dataset, "train", data_root).tensor()}
     if dataset in data.HELD_OUT:
         sets[f"{dataset}_val"] = data.load(dataset, "val", data_root).tensor()
@@ -356,10 +362,14 @@ def _draw_samples(net: DensityModel, n: int, seed: int, path: Path) -> dict:
 
 
 def _update_manifest(root: Path, record: dict) -> None:
+    """Add ``record`` to the manifest; an exclusive lock keeps two trainings that finish at
+    once from overwriting each other's entry."""
     manifest_path = root / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-    manifest[record["key"]] = {k: v for k, v in record.items() if k != "log_tail"}
-    manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    with open(root / ".manifest.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+        manifest[record["key"]] = {k: v for k, v in record.items() if k != "log_tail"}
+        manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True))
 
 
 def get(
@@ -372,13 +382,15 @@ def get(
     retrain: bool = False,
     progress: bool = True,
     noise_fraction: float = 0.0,
+    l2: float = 0.0,
 ) -> TrainedModel:
     """Load the checkpoint of ``model`` trained on ``dataset`` under ``profile`` (with a
-    fraction ``noise_fraction`` of every batch's subpixels replaced by noise: a background
-    model); train it first if there is none (or if ``retrain``) and training is allowed
-    (``None``: see :func:`training_allowed`), else raise :class:`CheckpointError`."""
+    fraction ``noise_fraction`` of every batch's subpixels replaced by noise and an L2 weight
+    penalty ``l2``: a background model); train it first if there is none (or if ``retrain``)
+    and training is allowed (``None``: see :func:`training_allowed`), else raise
+    :class:`CheckpointError`."""
     split = training_split(dataset, profile, data_root)
-    spec = make_spec(model, dataset, profile, split, seed, noise_fraction)
+    spec = make_spec(model, dataset, profile, split, seed, noise_fraction, l2)
     root = checkpoint_root(profile)
     path = root / spec.key
     replicas = distributed.current()  # one process, or one rank of a torchrun launch
@@ -437,27 +449,42 @@ def get(
 
 def _train(spec: ModelSpec, split: data.Split, path: Path, data_root: str | Path | None,
            progress: bool, stop_at: int | None = None) -> tuple[DensityModel, TrainResult]:
-    """Train (or resume) ``spec``'s model in ``path`` up to ``stop_at`` (default: the end)."""
+    """Train (or resume) ``spec``'s model in ``path`` up to ``stop_at`` (default: the end). A
+    background model (``noise_fraction`` > 0) is not monitored on the test OOD set: the choice
+    of its noise level and penalty never reads that set (:mod:`ood_lib.background`)."""
     net = spec.build().to(device())
-    monitor = _monitor_sets(spec.dataset, spec.profile, data_root) if distributed.current().is_main else None
+    monitor = (_monitor_sets(spec.dataset, spec.profile, data_root,
+                             with_ood=not spec.train_config.noise_fraction)
+               if distributed.current().is_main else None)
     result = train(net, split.tensor(), spec.train_config, path, seed=spec.seed, monitor=monitor,
                    stop_at=stop_at, progress=progress)
     return net, result
 
 
+SHORT_RUN_SUFFIX = ".short"
+
+
 def train_partial(model: str, dataset: str, profile: str, stop_at: int, seed: int = 0,
                   data_root: str | Path | None = None, noise_fraction: float = 0.0,
-                  progress: bool = True) -> tuple[DensityModel, Path]:
+                  l2: float = 0.0, progress: bool = True) -> tuple[DensityModel, Path]:
     """The model of :func:`get` trained only up to step ``stop_at`` (a short run), and the
     checkpoint directory holding its resumable state: a later :func:`get` of the same model
-    resumes there, so the short run is the first ``stop_at`` steps of the full one (exactly)."""
+    resumes there, so the short run is the first ``stop_at`` steps of the full one (exactly).
+    Called again, it resumes a killed short run or, at ``stop_at`` already, only loads it.
+
+    A finished model keeps no early weights: its short run is trained anew in
+    ``<key>.short`` beside it (batches and noise are functions of seed and step, so these are
+    the finished run's weights at ``stop_at``), a folder the caller deletes. A run resumed
+    past ``stop_at`` (not finished) has lost them: :class:`CheckpointError`."""
     split = training_split(dataset, profile, data_root)
-    spec = make_spec(model, dataset, profile, split, seed, noise_fraction)
+    spec = make_spec(model, dataset, profile, split, seed, noise_fraction, l2)
     path = checkpoint_root(profile) / spec.key
     if (path / "model.pt").exists():
-        raise CheckpointError(f"{path} holds a finished model; a short run of it would be "
-                              f"its early weights, which are not kept")
-    net, _ = _train(spec, split, path, data_root, progress, stop_at=stop_at)
+        path = path.with_name(spec.key + SHORT_RUN_SUFFIX)
+    net, result = _train(spec, split, path, data_root, progress, stop_at=stop_at)
+    if result.steps != min(stop_at, spec.train_config.steps):
+        raise CheckpointError(f"the run in {path} is at step {result.steps:,}, past {stop_at:,}: "
+                              f"its weights at step {stop_at:,} are not kept")
     return net.eval(), path
 
 
@@ -472,6 +499,8 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--noise-fraction", type=float, default=0.0,
                    help="train a likelihood-ratio background model on inputs with this fraction "
                         "of subpixels replaced by uniform noise")
+    t.add_argument("--l2", type=float, default=0.0,
+                   help="lambda of an L2 penalty on the kernel weights (a background model)")
     t.add_argument("--data-root")
     t.add_argument("--retrain", action="store_true", help="delete and retrain existing checkpoints")
     sub.add_parser("list", help="print the checkpoint manifest")
@@ -492,7 +521,7 @@ def main(argv: list[str] | None = None) -> None:
             for dataset in args.dataset or list(MODELS[model].cpu_steps):
                 trained = get(model, dataset, args.profile, args.seed, args.data_root,
                               allow_training=True, retrain=args.retrain,
-                              noise_fraction=args.noise_fraction)
+                              noise_fraction=args.noise_fraction, l2=args.l2)
                 if replicas.is_main:
                     print(f"{trained.key}: final {trained.record['final_bpd']} "
                           f"({trained.record['wall_s']} s) -> {trained.path}")

@@ -16,13 +16,16 @@ every part the model returns, ``bpd``) in the profile's results folder, so later
 (decomposition, second order, remedies, scorecard) reuse them. The cache is keyed by content:
 an entry stores the sha256 of the checkpoint, the sha256 of the exact uint8 images scored (after
 conversion to the model's geometry) and :data:`SCORER_VERSION`; an entry that does not match all
-three is recomputed, never returned. Scores that are not finite (a float32 overflow on an
+three is recomputed, never returned. The entry's file is named by that key alone
+(:func:`cache_name`), not by the set's name, so two chapters that score the same images under
+the same model share one entry whatever they call the set. Scores that are not finite (a float32 overflow on an
 absurd input) are kept as they are: :func:`finite_mean` and the metrics say how they count.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +123,11 @@ def control_sets(train_dataset: str, profile: str) -> dict[str, EvalSet]:
 
 # Bump whenever the stored parts or their meaning change: every cached entry is then recomputed.
 SCORER_VERSION = "3"  # 3: Glow runs channels-last (float32 rounding differs from 2)
+# The same for one family's entries only (appended to SCORER_VERSION in its keys).
+FAMILY_SCORER_VERSION = {
+    "pixelcnn": "2",  # 2: channels-last head, tanh through the sigmoid, batches of 32
+    "vae": "2",  # 2: ELU and softplus on exp and log, channels-last decoder (float32 rounding)
+}
 
 
 def images_sha256(images: Tensor) -> str:
@@ -129,26 +137,52 @@ def images_sha256(images: Tensor) -> str:
     return h.hexdigest()
 
 
+def cache_name(key: dict[str, str]) -> str:
+    """The result name of the cache entry of ``key``: ``cache-`` and 32 hex digits of the
+    sha256 of the key (its fields and values, in sorted order)."""
+    return "cache-" + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+
+
 def cached(profile: str, name: str, key: dict[str, str],
            compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Per-image arrays saved as result ``name``, returned only if the ``key`` stored with them
-    (e.g. checkpoint and image hashes, :data:`SCORER_VERSION`) matches; else computed and saved.
-    The one content-keyed cache of the book: :func:`score` and other per-image analyses use it."""
-    try:
-        stored = results.load_arrays(profile, name)
+    """Per-image arrays of the content ``key`` (e.g. checkpoint and image hashes,
+    :data:`SCORER_VERSION`, what was computed), from the profile's results folder, or computed
+    and saved there. The one content-keyed cache of the book: :func:`score` and the other
+    per-image analyses use it.
+
+    The entry is the result :func:`cache_name` of ``key``: ``key`` must name everything the
+    arrays depend on, and two calls with equal keys share one entry whatever their ``name``.
+    ``name`` says what the arrays are (stored with them as ``cache_label``, for a reader of the
+    folder); an entry saved under ``name`` by the name-keyed cache before is adopted if the key
+    stored with it matches."""
+    entry = cache_name(key)
+    for stem in (entry, name):
+        try:
+            stored = results.load_arrays(profile, stem)
+        except results.MissingResultError:
+            continue
         if all(str(stored.get(f"cache_{k}", "")) == v for k, v in key.items()):
-            return {k: v for k, v in stored.items() if not k.startswith("cache_")}
-    except results.MissingResultError:
-        pass
+            arrays = {k: v for k, v in stored.items() if not k.startswith("cache_")}
+            if stem != entry:  # a name-keyed entry: kept under its content name from now on
+                _save_entry(profile, entry, name, key, arrays)
+            return arrays
     arrays = compute()
-    results.save_arrays(profile, name, **arrays, **{f"cache_{k}": np.array(v) for k, v in key.items()})
+    _save_entry(profile, entry, name, key, arrays)
     return arrays
+
+
+def _save_entry(profile: str, entry: str, label: str, key: dict[str, str],
+                arrays: dict[str, np.ndarray]) -> None:
+    results.save_arrays(profile, entry, **arrays, cache_label=np.array(label),
+                        **{f"cache_{k}": np.array(v) for k, v in key.items()})
 
 
 def cache_key(trained: TrainedModel, images: Tensor, **more: str) -> dict[str, str]:
     """The content key of per-image results of ``trained`` on ``images``."""
+    family = FAMILY_SCORER_VERSION.get(trained.spec.model)
+    version = SCORER_VERSION + (f".{family}" if family else "")
     return {"checkpoint_sha256": trained.record["sha256"], "images_sha256": images_sha256(images),
-            "scorer_version": SCORER_VERSION, **more}
+            "scorer_version": version, **more}
 
 
 def score(trained: TrainedModel, eval_set: EvalSet, profile: str, progress: bool = True) -> dict[str, np.ndarray]:
@@ -193,8 +227,7 @@ def score_pair(model: str, dataset: str, profile: str, seed: int = 0,
 
 def _rows(eval_set: EvalSet, scores: dict[str, np.ndarray], rows: slice, part: str,
           label: str) -> tuple[EvalSet, dict[str, np.ndarray]]:
-    """Some rows of a scored set, named apart from it (``<name>-<part>``): the score cache is
-    keyed by set name, so a companion model scoring the part must not overwrite the whole."""
+    """Some rows of a scored set, named apart from it (``<name>-<part>``), with their scores."""
     return (EvalSet(f"{eval_set.name}-{part}", label, eval_set.role, eval_set.images[rows],
                     f"{len(eval_set.images[rows]):,} of the {eval_set.n:,} images here"),
             {k: v[rows] for k, v in scores.items()})

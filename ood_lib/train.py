@@ -10,6 +10,12 @@ ELBO). Around that:
 - gradient-norm clipping;
 - optionally, a background model's perturbation: a fraction ``noise_fraction`` of the
   subpixels of every batch replaced by uniform noise (:func:`ood_lib.transforms.corrupt`);
+- optionally, an L2 penalty on the kernel weights (``l2``, :func:`l2_penalty`), as Ren et al.
+  (2019) train their background models: Keras's ``l2(lambda)`` adds
+  $\lambda \sum_w w^2$ to a loss in nats per image; ours is in bits/dim, a loss in nats per
+  image divided by $D \ln 2$ ($D$ subpixels), so the same penalty enters as
+
+  $$\mathcal L = \text{bpd} + \frac{\lambda \sum_w w^2}{D \ln 2} ;$$
 - a guard: a step whose loss or gradient norm is not finite is skipped (no update) and
   counted in ``n_skipped``; a long run of them in a row means the weights themselves are
   broken, and training stops with :class:`TrainingDiverged` instead of skipping forever;
@@ -62,6 +68,9 @@ class TrainConfig:
     # "constant": lr after warm-up; "cosine": lr * (1 + cos(pi t)) / 2, t from 0 at the end of
     # warm-up to 1 at the last step.
     lr_schedule: str = "constant"
+    # lambda of the L2 penalty on the kernel weights (:func:`l2_penalty`; Ren et al.'s
+    # background models); 0: none, as every model trained before it existed.
+    l2: float = 0.0
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adam", "adamax"):
@@ -72,14 +81,18 @@ class TrainConfig:
             raise ValueError(f"noise_fraction must be in [0, 1), got {self.noise_fraction}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if not self.l2 >= 0.0:
+            raise ValueError(f"l2 must be >= 0, got {self.l2}")
 
     def to_dict(self) -> dict:
-        """The fields, ``noise_fraction`` and ``lr_schedule`` only when not at their defaults:
-        they are hashed into checkpoint keys, and the keys of models trained without them
-        predate them."""
+        """The fields, ``noise_fraction``, ``lr_schedule`` and ``l2`` only when not at their
+        defaults: they are hashed into checkpoint keys, and the keys of models trained without
+        them predate them."""
         d = asdict(self)
         if not self.noise_fraction:
             del d["noise_fraction"]
+        if not self.l2:
+            del d["l2"]
         if self.lr_schedule == "constant":
             del d["lr_schedule"]
         return d
@@ -123,6 +136,36 @@ def batch_indices(n: int, step: int, batch_size: int, seed: int) -> Tensor:
 def step_generator(seed: int, step: int) -> torch.Generator:
     """The dequantization-noise generator of one step (reseeded per step: exact resume)."""
     return torch.Generator().manual_seed(seed * 7_919 + step + 1)
+
+
+def kernel_weights(model: nn.Module) -> list[Tensor]:
+    r"""The weights an L2 penalty counts, as Keras's ``kernel_regularizer`` does: the kernel
+    (``weight``) of every convolution and linear layer (``nn.Conv2d`` and its subclasses,
+    ``nn.ConvTranspose2d``, ``nn.Linear``); never a bias, nor any other parameter. Per family:
+
+    - Glow: the convolutions of every coupling network and split prior, the zero-initialised
+      last ones included (their raw kernel; the learned output scale $e^{3s}$ is not a
+      kernel). Not counted: actnorm, the invertible 1x1 convolutions (a bijection's matrix, not
+      a layer's kernel) and the learned top prior.
+    - PixelCNN: every masked convolution, as the product of its kernel and its fixed 0/1 mask
+      (a masked-out tap is no weight of the model).
+    - VAE: every convolution, transposed convolution and linear layer of encoder and decoder.
+    """
+    kernels = []
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
+            mask = getattr(module, "mask", None)  # PixelCNN's masked convolutions carry one
+            kernels.append(module.weight if mask is None else module.weight * mask)
+    return kernels
+
+
+def l2_penalty(model: nn.Module, l2: float, n_dims: int) -> Tensor:
+    r"""Keras's ``l2(lambda)`` penalty, $\lambda \sum_w w^2$ over :func:`kernel_weights`, in
+    nats per image, expressed in bits/dim: $\lambda \sum_w w^2 / (D \ln 2)$, with
+    $D$ = ``n_dims`` subpixels (a scalar tensor, differentiable in the weights)."""
+    squares = sum(w.square().sum() for w in kernel_weights(model))
+    # lambda sum_w w^2 / (D ln 2)
+    return l2 * squares / (n_dims * math.log(2.0))
 
 
 def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -215,6 +258,11 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr_at(step)
         loss = step_loss(x, g)
+        penalty = 0.0
+        if cfg.l2:
+            penalty_term = l2_penalty(model, cfg.l2, x[0].numel())
+            # L = bpd + lambda sum_w w^2 / (D ln 2)
+            loss, penalty = loss + penalty_term, float(penalty_term.detach())
         optimizer.zero_grad(set_to_none=True)
         loss_value, loss_finite = replicas.mean_if_finite(loss)  # agreed by every rank
         if loss_finite:
@@ -222,7 +270,8 @@ def train(
             grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
         if loss_finite and replicas.all_finite(grad_norm):
             optimizer.step()
-            running, n_running, in_a_row = running + loss_value, n_running + 1, 0
+            # the running train bpd is the likelihood term alone, without the penalty
+            running, n_running, in_a_row = running + loss_value - penalty, n_running + 1, 0
         else:
             n_skipped, in_a_row = n_skipped + 1, in_a_row + 1
             if in_a_row >= MAX_CONSECUTIVE_SKIPS:
@@ -239,6 +288,8 @@ def train(
                 for name, xs in monitor.items():
                     row[f"{name}_bpd"] = float(evaluate(model, xs)["bpd"].mean())
                 model.train()
+                if cfg.l2:  # the penalty (bits/dim) of the row's last step
+                    row["l2_penalty"] = penalty
                 row.update(lr=optimizer.param_groups[0]["lr"], grad_norm=grad_norm,
                            n_skipped=n_skipped, wall_s=wall_s + time.perf_counter() - t0,
                            cpu_s=cpu_s + time.process_time() - c0,

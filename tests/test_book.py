@@ -161,3 +161,172 @@ def test_config_never_executes_and_builds_toc_only() -> None:
     assert config["only_build_toc_files"] is True
     for bib in config.get("bibtex_bibfiles", []):
         assert (PROJECT_ROOT / bib).is_file(), bib
+
+
+# --- budgets ------------------------------------------------------------------------------
+
+
+def test_cpu_budget_table_covers_every_chapter_and_sums_to_12_minutes() -> None:
+    budgets = book.CHAPTER_BUDGET_S["cpu"]
+    assert book.BUDGET_S["cpu"] == 12 * 60
+    assert sum(budgets.values()) <= book.BUDGET_S["cpu"]
+    notebooks = {page.name for page in book.read_pages() if page.is_notebook}
+    assert notebooks | {book.HTML_ROW} == set(budgets), "a chapter without a budget (or a stale row)"
+
+
+def test_budget_report_flags_a_chapter_over_its_budget_and_the_total() -> None:
+    budgets = {"01_a": 20, "02_b": 15, book.HTML_ROW: 10}
+    lines, over = book.budget_report("cpu", {"01_a": 12.0, "02_b": 31.0, book.HTML_ROW: 2.0},
+                                     budgets=budgets, total_budget=40)
+    assert over == ["02_b", "total"]
+    row = {line.split()[0]: line for line in lines[1:]}
+    assert "OVER BUDGET" in row["02_b"] and "budget     15 s" in row["02_b"]
+    assert "OVER BUDGET" not in row["01_a"] and "budget     20 s" in row["01_a"]
+    assert row["total"].endswith("(OVER BUDGET)")
+    lines, over = book.budget_report("cpu", {"01_a": 12.0}, skipped=["02_b"], budgets=budgets,
+                                     total_budget=40)
+    assert over == [] and lines[-1].endswith("(within budget)")
+    assert any("02_b" in line and "unchanged, skipped" in line for line in lines)
+    # a chapter missing from a profile's table is flagged too: every chapter needs a budget
+    _, over = book.budget_report("cpu", {"03_new": 1.0}, budgets=budgets, total_budget=40)
+    assert over == ["03_new"]
+
+
+def test_smoke_has_a_total_budget_only() -> None:
+    lines, over = book.budget_report("smoke", {"01_data": 500.0, "02_glow": 200.0})
+    assert over == ["total"] and "budget 10 min" in lines[0]
+    assert not any("budget " in line for line in lines[1:-1])
+
+
+# --- skipping unchanged chapters ----------------------------------------------------------
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A tiny project (two chapters, a one-file library, a data root, a checkpoint folder) whose
+    chapters "execute" by writing their output notebook (no kernel): each call is logged in
+    ``<root>/executed.log``; chapter ``01_a`` also saves a result record."""
+    root = tmp_path / "project"
+    (root / "chapters").mkdir(parents=True)
+    (root / "ood_lib").mkdir()
+    (root / "ood_lib" / "lib.py").write_text("X = 1\n")
+    (root / "_toc.yml").write_text(
+        "format: jb-book\nroot: chapters/intro\nchapters:\n"
+        "  - file: chapters/01_a\n  - file: chapters/02_b\n")
+    (root / "chapters" / "intro.md").write_text("# Intro\n")
+    for name in ("01_a", "02_b"):
+        write_chapter(root / "chapters", name, "x = 1")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "manifest.json").write_text('{"a": {"sha256": "1"}}')
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "manifest.json").write_text('{}')
+    monkeypatch.setenv("OOD_BUILD_DIR", str(tmp_path / "_build"))
+    monkeypatch.setenv("OOD_CHECKPOINTS", str(tmp_path / "ckpt"))
+    monkeypatch.setattr(book, "environment_sha256", lambda: "env")
+
+    def fake_execute(source: Path, output: Path, parameters: dict, **_: object) -> float:
+        with open(root / "executed.log", "a") as log:
+            log.write(source.stem + "\n")
+        if source.stem == "01_a":
+            book.results_dir(parameters["profile"]).mkdir(parents=True, exist_ok=True)
+            (book.results_dir(parameters["profile"]) / "a_record.json").write_text("{}")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text("{}")
+        return 0.5
+
+    monkeypatch.setattr(book, "execute_notebook", fake_execute)
+    yield root
+
+
+def build(root: Path, *extra: str) -> list[str]:
+    """Run the runner on the tiny project (no HTML); the chapters it executed."""
+    log = root / "executed.log"
+    log.unlink(missing_ok=True)
+    data = root.parent / "data"
+    assert book.main(["--profile", "cpu", "--no-html", "--data-root", str(data), *extra],
+                     root=root) == 0
+    return log.read_text().split() if log.exists() else []
+
+
+def test_unchanged_chapters_are_skipped_and_force_executes_them(
+        project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert build(project) == ["01_a", "02_b"]
+    assert build(project) == []
+    out = capsys.readouterr().out
+    assert "01_a: unchanged, skipped" in out and "02_b: unchanged, skipped" in out
+    assert build(project, "--force") == ["01_a", "02_b"]
+    assert build(project, "--chapter", "02_b") == []
+    assert build(project, "--chapter", "02_b", "--force") == ["02_b"]
+    timings = book.read_timings("cpu")
+    assert set(timings["02_b"]["inputs"]) == {"source", "library", "models", "data",
+                                              "environment", "parameters", "earlier"}
+    assert timings["01_a"]["outputs"] == {"a_record.json": book.file_sha256(
+        book.results_dir("cpu") / "a_record.json")}
+
+
+@pytest.mark.parametrize("change, executed", [
+    ("source of the second", ["02_b"]),
+    ("source of the first", ["01_a", "02_b"]),  # an earlier chapter re-executes later ones
+    ("library", ["01_a", "02_b"]),
+    ("new library file", ["01_a", "02_b"]),
+    ("model manifest", ["01_a", "02_b"]),
+    ("background selection", ["01_a", "02_b"]),
+    ("data manifest", ["01_a", "02_b"]),
+    ("environment", ["01_a", "02_b"]),
+    ("seed", ["01_a", "02_b"]),
+    ("record of the first deleted", ["01_a", "02_b"]),
+    ("executed notebook of the second deleted", ["02_b"]),
+])
+def test_a_changed_input_re_executes_the_chapter(
+        project: Path, monkeypatch: pytest.MonkeyPatch, change: str, executed: list[str]) -> None:
+    assert build(project) == ["01_a", "02_b"]
+    extra: tuple[str, ...] = ()
+    chapters = project / "chapters"
+    if change == "source of the second":
+        (chapters / "02_b.md").write_text((chapters / "02_b.md").read_text() + "\nmore prose\n")
+    elif change == "source of the first":
+        (chapters / "01_a.md").write_text((chapters / "01_a.md").read_text() + "\nmore prose\n")
+    elif change == "library":
+        (project / "ood_lib" / "lib.py").write_text("X = 2\n")
+    elif change == "new library file":
+        (project / "ood_lib" / "sub").mkdir()
+        (project / "ood_lib" / "sub" / "new.py").write_text("")
+    elif change == "model manifest":
+        (project.parent / "ckpt" / "manifest.json").write_text('{"glow-x": {"sha256": "2"}}')
+    elif change == "background selection":
+        (project.parent / "ckpt" / "background-cifar10.json").write_text('{"mu": 0.1}')
+    elif change == "data manifest":
+        (project.parent / "data" / "manifest.json").write_text('{"a": {"sha256": "2"}}')
+    elif change == "environment":
+        monkeypatch.setattr(book, "environment_sha256", lambda: "another torch")
+    elif change == "seed":
+        extra = ("--seed", "1")
+    elif change == "record of the first deleted":
+        (book.results_dir("cpu") / "a_record.json").unlink()
+    elif change == "executed notebook of the second deleted":
+        next(book.executed_dir("cpu").rglob("02_b.ipynb")).unlink()
+    assert build(project, *extra) == executed
+    assert build(project, *extra) == []  # and then it is unchanged again
+
+
+def test_a_failed_chapter_re_executes_it_and_every_later_one(
+        project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert build(project) == ["01_a", "02_b"]
+    working = book.execute_notebook
+
+    def failing(source: Path, *_: object, **__: object) -> float:
+        raise book.ChapterFailed(f"chapter {source.stem!r} failed")
+
+    monkeypatch.setattr(book, "execute_notebook", failing)
+    assert book.main(["--profile", "cpu", "--no-html", "--chapter", "01_a", "--force",
+                      "--data-root", str(project.parent / "data")], root=project) == 1
+    assert "01_a" not in book.read_timings("cpu")
+    monkeypatch.setattr(book, "execute_notebook", working)
+    assert build(project) == ["01_a", "02_b"]
+
+
+def test_budget_report_lists_rows_in_toc_order_with_the_html_build_last() -> None:
+    lines, _ = book.budget_report("cpu", {book.HTML_ROW: 1.0, "01_a": 2.0, "03_c": 3.0},
+                                  skipped=["02_b"], budgets={}, total_budget=60,
+                                  order=["01_a", "02_b", "03_c"])
+    assert [line.split()[0] for line in lines[1:]] == ["01_a", "02_b", "03_c", "(HTML", "total"]

@@ -89,8 +89,11 @@ def test_folder_of_mixed_images(smoke_model, image_folder: Path, tmp_path: Path,
     assert "Scored 6 image(s)" in stdout and "ignored 1 non-image file" in stdout
     assert "AUROC" in stdout and "(--test-images 64)" in stdout
     assert "at least a few images" in stdout
-    # this build has no background model or ensemble: their scores are left out, not trained
-    assert "Likelihood ratio and WAIC left out: no background model" in stdout
+    # this build has no background model or ensemble: their scores are left out, not trained,
+    # each with the command that trains what it needs
+    assert ("Left out, likelihood ratio: no background Glow for fashion_mnist" in stdout
+            and "python -m ood_lib.background --profile smoke --model glow" in stdout)
+    assert "Left out, WAIC: no ensemble member with seed 1" in stdout
     assert str(out) in stdout
     frame = pd.read_csv(out)
     assert list(frame.columns) == cli.CSV_COLUMNS
@@ -315,6 +318,8 @@ def test_glow_companions_add_the_ratio_and_waic(smoke_model, image_folder: Path,
     """With the Glow's background model and ensemble in the build, the command reports their
     AUROCs and writes their columns, computed as in the book (smoke-sized companions)."""
     monkeypatch.setattr(background, "MU_GRID", (0.2,))
+    monkeypatch.setattr(background, "L2_GRID", (0.0,))
+    monkeypatch.setattr(background, "MU_EXTENSION", ())
     bundle = ensemble.companions("glow", "fashion_mnist", "smoke", data_root, allow_training=True)
     out = tmp_path / "scores.csv"
     code, stdout, _ = score([str(image_folder), "--out", str(out)], capsys, data_root)

@@ -376,3 +376,50 @@ def test_deterministic_and_training_lowers_loss(mixtures: int) -> None:
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] - 0.01, losses
+
+
+def test_gate_is_tanh_times_sigmoid() -> None:
+    from ood_lib.models.pixelcnn import gate
+
+    x = torch.cat([torch.linspace(-30, 30, 60_001), torch.tensor([0.0, 1e-8, -1e-8, 1e3, -1e3])])
+    x = x.view(1, 2, -1)  # the halves: a = x[:, 0], b = x[:, 1]
+    x = torch.cat([x, x.flip(2)], 1).view(1, 4, 1, -1)
+    a, b = x.chunk(2, dim=1)
+    torch.testing.assert_close(gate(x), torch.tanh(a) * torch.sigmoid(b), rtol=1e-6, atol=2e-7)
+
+
+@pytest.mark.parametrize("mixtures", [0, 3])
+@pytest.mark.parametrize("in_channels", [1, 3])
+def test_fast_scoring_equals_the_reference_computation(
+        in_channels: int, mixtures: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """log_prob_parts (channels-last head, softmax over contiguous levels, tanh through the
+    sigmoid, fast softplus) and ``evaluate`` in batches of ``eval_batch_size`` against the
+    previous computation: torch's tanh and softplus, an NCHW log-softmax over the levels,
+    in one batch of all the images."""
+    from ood_lib.likelihood import evaluate
+    from ood_lib.models import pixelcnn as pixelcnn_module
+    from ood_lib.models import vae as vae_module
+
+    model = _perturb(_model(in_channels=in_channels, image_size=5, mixtures=mixtures)).eval()
+    x = _images(model, 40)
+    fast = evaluate(model, x)
+    assert model.eval_batch_size < len(x)  # several batches
+    with torch.no_grad(), monkeypatch.context() as m:
+        m.setattr(pixelcnn_module, "gate",
+                  lambda h: torch.tanh(h.chunk(2, 1)[0]) * torch.sigmoid(h.chunk(2, 1)[1]))
+        m.setattr(vae_module, "softplus", F.softplus)
+        m.setattr(pixelcnn_module, "discretized_logistic_log_p",
+                  vae_module.discretized_logistic_log_p)
+        u = model.scale(x)
+        if mixtures:
+            mixture = logistic_mixture(model.head(model.features(u)), u, model.n_levels)
+            log_p = logistic_mixture_log_p(x.float(), *mixture, model.n_levels)
+        else:
+            log_p = F.log_softmax(model.logits_from_float(u), dim=2)
+            log_p = log_p.gather(2, x.long().unsqueeze(2)).squeeze(2)
+    close = dict(rtol=1e-6, atol=1e-4)  # float32 sums of 25 to 75 terms of a few nats
+    torch.testing.assert_close(torch.from_numpy(fast["log_px"]), log_p.sum((1, 2, 3)).double(),
+                               **close)
+    for k in range(in_channels):
+        torch.testing.assert_close(torch.from_numpy(fast[f"log_px_c{k}"]),
+                                   log_p[:, k].sum((1, 2)).double(), **close)

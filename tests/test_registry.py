@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from ood_lib import data, profiles, registry
+from ood_lib import data, paths, profiles, registry
 from ood_lib.likelihood import evaluate
 from ood_lib.models.glow import Glow, GlowConfig
 from ood_lib.train import TrainConfig, train
@@ -33,11 +33,33 @@ def test_key_depends_on_everything_that_sets_the_weights(data_root: Path) -> Non
         registry.make_spec("glow", "fashion_mnist", "smoke", split, seed=1),
         registry.make_spec("glow", "fashion_mnist", "smoke", split.subset(100)),
         registry.make_spec("glow", "fashion_mnist", "smoke", split, noise_fraction=0.2),
+        registry.make_spec("glow", "fashion_mnist", "smoke", split, noise_fraction=0.2, l2=10.0),
     ]
-    assert len({base.key, *(s.key for s in others)}) == 5
-    # a background model's command names its noise level; clean models' configs do not
-    assert others[-1].command.endswith("--noise-fraction 0.2")
-    assert "noise_fraction" not in base.train_config.to_dict()
+    assert len({base.key, *(s.key for s in others)}) == 6
+    # a background model's command names its noise level and penalty; clean models' configs
+    # hold neither
+    assert others[-2].command.endswith("--noise-fraction 0.2")
+    assert others[-1].command.endswith("--noise-fraction 0.2 --l2 10")
+    assert not {"noise_fraction", "l2"} & set(base.train_config.to_dict())
+
+
+def test_shipped_checkpoint_keys_are_unchanged() -> None:
+    """Every checkpoint of checkpoints/manifest.json keeps its key under the current code: the
+    configuration fields added after it was trained (noise_fraction, lr_schedule and l2 of the
+    training config, the families' optional model fields) stay out of the hashed dicts at
+    their defaults, so the key recomputed from its record is the one it was saved under."""
+    manifest = json.loads((paths.checkpoints_dir() / "manifest.json").read_text())
+    assert manifest
+    for key, r in manifest.items():
+        family = registry.MODELS[r["model"]]
+        assert family.config_cls(**r["model_config"]).to_dict() == r["model_config"], key
+        cfg = TrainConfig(**r["train_config"])
+        assert cfg.to_dict() == r["train_config"], key
+        spec = registry.ModelSpec(r["model"], r["dataset"], r["profile"], r["seed"],
+                                  r["model_config"], cfg,
+                                  {k: v for k, v in r["train_data"].items()
+                                   if k not in ("coverage", "source")})
+        assert spec.key == key
 
 
 @pytest.mark.slow
@@ -49,8 +71,15 @@ def test_a_short_run_is_the_start_of_the_full_run(build: Path) -> None:
     assert (path / "train_state.pt").exists() and not (path / "model.pt").exists()
     resumed = registry.get("glow", "notmnist", "smoke", noise_fraction=0.2, progress=False)
     assert resumed.path == path and resumed.record["train_config"]["noise_fraction"] == 0.2
-    with pytest.raises(registry.CheckpointError, match="finished model"):
-        registry.train_partial("glow", "notmnist", "smoke", stop_at=12, noise_fraction=0.2)
+    # a background model's training never reads the test OOD set (MNIST), not even to log it
+    assert "mnist_test_bpd" not in resumed.record["final_bpd"]
+    # the short run of a finished model is trained anew beside it, to the same weights
+    again, short = registry.train_partial("glow", "notmnist", "smoke", stop_at=12,
+                                          noise_fraction=0.2, progress=False)
+    assert short == path.with_name(path.name + registry.SHORT_RUN_SUFFIX)
+    assert (path / "model.pt").exists()
+    for a, b in zip(net.state_dict().values(), again.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
     straight = registry.get("glow", "notmnist", "smoke", noise_fraction=0.2, retrain=True,
                             progress=False)
     for a, b in zip(resumed.model.state_dict().values(), straight.model.state_dict().values(),

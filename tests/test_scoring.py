@@ -46,8 +46,9 @@ def test_cache_hits_only_on_the_same_checkpoint_images_and_version(
     assert not np.allclose(b["bpd"], c["bpd"])
 
     # A changed checkpoint or scorer version -> recomputed (the stored key says which).
-    name = f"scores-{trained.key}-{third.name}"
+    name = scoring.cache_name(scoring.cache_key(trained, third.images))
     stored = results.load_arrays("smoke", name)
+    assert str(stored["cache_label"]) == f"scores-{trained.key}-{third.name}"
     assert str(stored["cache_images_sha256"]) == scoring.images_sha256(third.images)
     assert str(stored["cache_checkpoint_sha256"]) == trained.record["sha256"]
     results.save_arrays("smoke", name, **{**stored, "bpd": stored["bpd"] + 1.0})
@@ -63,6 +64,38 @@ def test_cache_hits_only_on_the_same_checkpoint_images_and_version(
 
 
 _grey_to_rgb = transforms.grey28_to_rgb32
+
+
+def test_cache_is_shared_by_content_whatever_the_name(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two chapters asking for the same thing (equal keys) under different names share one
+    entry; another key is another entry; an entry saved by name before is adopted."""
+    monkeypatch.setenv("OOD_BUILD_DIR", str(tmp_path / "build"))
+    calls: list[str] = []
+
+    def compute(tag: str) -> Callable[[], dict[str, np.ndarray]]:
+        return lambda: calls.append(tag) or {"bpd": np.array([1.0, 2.0]) + len(calls)}
+
+    key = {"checkpoint_sha256": "c" * 64, "images_sha256": "i" * 64, "scorer_version": "3"}
+    first = scoring.cached("smoke", "scores-glow-x-cifar10_test", key, compute("first"))
+    again = scoring.cached("smoke", "intervention-glow-x-b2c453f0", key, compute("again"))
+    assert calls == ["first"] and np.array_equal(first["bpd"], again["bpd"])
+    other = scoring.cached("smoke", "scores-glow-x-cifar10_test", {**key, "images_sha256": "j" * 64},
+                           compute("other"))
+    assert calls == ["first", "other"] and not np.array_equal(other["bpd"], first["bpd"])
+    assert scoring.cache_name(key) != scoring.cache_name({**key, "statistic": "latent_norm"})
+
+    # a name-keyed entry of the previous cache: adopted when its stored key matches ...
+    old_key = {**key, "checkpoint_sha256": "d" * 64}
+    results.save_arrays("smoke", "scores-old", bpd=np.array([7.0]),
+                        **{f"cache_{k}": np.array(v) for k, v in old_key.items()})
+    adopted = scoring.cached("smoke", "scores-old", old_key, compute("never"))
+    assert np.array_equal(adopted["bpd"], [7.0]) and "never" not in calls
+    assert np.array_equal(results.load_arrays("smoke", scoring.cache_name(old_key))["bpd"], [7.0])
+    # ... and recomputed when it does not
+    fresh = scoring.cached("smoke", "scores-old", {**old_key, "scorer_version": "4"},
+                           compute("fresh"))
+    assert calls[-1] == "fresh" and not np.array_equal(fresh["bpd"], [7.0])
 
 
 def test_finite_mean_counts_infinite_scores() -> None:

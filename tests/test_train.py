@@ -13,6 +13,7 @@ from ood_lib import data
 from ood_lib.likelihood import evaluate
 from ood_lib.models.base import DensityModel
 from ood_lib.models.glow import Glow, GlowConfig
+from ood_lib.models.pixelcnn import MaskedConv2d
 from ood_lib.train import (
     LOG_FILE,
     MAX_CONSECUTIVE_SKIPS,
@@ -20,6 +21,8 @@ from ood_lib.train import (
     TrainConfig,
     TrainingDiverged,
     batch_indices,
+    kernel_weights,
+    l2_penalty,
     train,
 )
 
@@ -120,3 +123,89 @@ def test_bad_config_and_inputs_raise() -> None:
         TrainConfig(steps=1, optimizer="sgd")
     with pytest.raises(ValueError, match="uint8"):
         evaluate(_glow(), torch.zeros(2, 1, 28, 28))
+
+
+# --- the L2 weight penalty (Ren et al.'s background models) -------------------------------------
+
+
+class _Tiny(torch.nn.Module):
+    """A convolution, a linear layer, a masked convolution and parameters that are no kernel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 2, 3)  # kernel [2, 1, 3, 3]: 18 weights
+        self.linear = torch.nn.Linear(3, 1)  # kernel [1, 3]: 3 weights
+        groups = torch.arange(2)
+        self.masked = MaskedConv2d(groups, groups, (1, 1), mask_type="A")  # keeps 1 of 4 taps
+        self.scale = torch.nn.Parameter(torch.full((4,), 7.0))  # like actnorm: not a kernel
+        with torch.no_grad():
+            self.conv.weight.fill_(1.0)
+            self.conv.bias.fill_(5.0)
+            self.linear.weight.fill_(2.0)
+            self.linear.bias.fill_(5.0)
+            self.masked.weight.fill_(3.0)
+            self.masked.bias.fill_(5.0)
+
+
+def test_l2_penalty_by_hand() -> None:
+    """lambda sum_w w^2 / (D ln 2) over the kernels alone: 18 ones, 3 twos and the one tap of
+    the masked 1x1 convolution that mask A keeps (input group 0 -> output group 1), a 3."""
+    model = _Tiny()
+    assert int(model.masked.mask.sum()) == 1
+    sum_sq = 18 * 1.0 + 3 * 2.0**2 + 1 * 3.0**2  # = 39; biases (5) and scale (7) left out
+    penalty = l2_penalty(model, 10.0, 784)
+    assert float(penalty.detach()) == pytest.approx(10.0 * sum_sq / (784 * np.log(2)), rel=1e-6)
+    # the gradient is 2 lambda w / (D ln 2) on kept kernel entries and nothing elsewhere
+    penalty.backward()
+    factor = 2 * 10.0 / (784 * np.log(2))
+    assert torch.allclose(model.conv.weight.grad, torch.full_like(model.conv.weight, factor))
+    assert torch.allclose(model.masked.weight.grad, 3.0 * factor * model.masked.mask)
+    assert model.conv.bias.grad is None and model.scale.grad is None
+
+
+def test_glow_kernels_leave_out_actnorm_the_1x1_convolutions_and_the_prior() -> None:
+    """In a Glow the penalty reaches the coupling networks' and split priors' convolutions only:
+    actnorm, the invertible 1x1 convolutions (LU factors), the top prior and every bias get no
+    gradient from it."""
+    model = _glow()
+    l2_penalty(model, 1.0, 784).backward()
+    touched = {name for name, p in model.named_parameters()
+               if p.grad is not None and p.grad.abs().sum() > 0}
+    assert touched and all(name.endswith("weight") for name in touched)
+    assert not any(part in name for name in touched
+                   for part in ("actnorm", "invconv", "lower", "upper", "log_s", "top_"))
+    n_kernels = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    assert len(kernel_weights(model)) == n_kernels  # zero-initialised ones included
+
+
+def test_l2_is_left_out_of_the_config_dict_at_its_default() -> None:
+    """l2 = 0 (every model trained before it existed) adds nothing to the dict hashed into
+    checkpoint keys; l2 > 0 is recorded; a negative lambda is refused."""
+    assert "l2" not in CFG.to_dict()
+    with_l2 = TrainConfig(**{**CFG.to_dict(), "l2": 10.0})
+    assert with_l2.to_dict()["l2"] == 10.0 and TrainConfig(**with_l2.to_dict()) == with_l2
+    with pytest.raises(ValueError, match="l2"):
+        TrainConfig(steps=10, l2=-1.0)
+
+
+@pytest.mark.slow
+def test_training_with_l2_shrinks_the_kernels_and_logs_the_penalty_apart(
+        images: torch.Tensor, tmp_path: Path) -> None:
+    """The same run with a large lambda ends with smaller kernels; its running train bits/dim
+    is the likelihood term alone (the penalty, logged beside it, is not in it)."""
+    cfg = TrainConfig(**{**CFG.to_dict(), "steps": 8})
+    plain, penalised = _glow(), _glow()
+    train(plain, images, cfg, tmp_path / "plain", progress=False)
+    big = TrainConfig(**{**cfg.to_dict(), "l2": 1e4})
+    train(penalised, images, big, tmp_path / "l2", progress=False)
+
+    def norm(m: torch.nn.Module) -> float:
+        with torch.no_grad():
+            return float(sum(w.square().sum() for w in kernel_weights(m)))
+
+    assert norm(penalised) < norm(plain)
+    log = pd.read_csv(tmp_path / "l2" / LOG_FILE)
+    assert "l2_penalty" in log and "l2_penalty" not in pd.read_csv(tmp_path / "plain" / LOG_FILE)
+    assert (log["l2_penalty"] > 0).all()
+    # a penalty of this size would dwarf the bits/dim if it were counted in train_bpd
+    assert (log["train_bpd"] < log["l2_penalty"]).all() and (log["train_bpd"] < 20).all()

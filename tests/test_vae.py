@@ -334,3 +334,60 @@ def test_iw_curve_keeps_no_autograd_graph() -> None:
     model = _vae(double=False, image_size=28)
     curve = model.iw_curve(_images(2, (1, 28, 28)), [1, 8])
     assert not curve.requires_grad
+
+
+def test_fast_elementwise_functions_match_torch() -> None:
+    """softplus and ELU on torch's vectorised exp and log agree with torch's own functions to
+    float32 rounding (absolute), and ELU's gradient is ELU's."""
+    from ood_lib.models import vae as vae_module
+
+    x = torch.cat([torch.linspace(-40, 40, 100_001), torch.tensor([-1e4, -100.0, 0.0, 100.0,
+                                                                   1e4, 1e-8, -1e-8])])
+    torch.testing.assert_close(vae_module.softplus(x), torch.nn.functional.softplus(x),
+                               rtol=1e-6, atol=1e-7)
+    xg = x.clone().requires_grad_()
+    ours = vae_module.elu(xg)
+    (grad,) = torch.autograd.grad(ours.sum(), xg)
+    xt = x.clone().requires_grad_()
+    theirs = torch.nn.functional.elu(xt)
+    (grad_t,) = torch.autograd.grad(theirs.sum(), xt)
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(grad, grad_t, rtol=1e-6, atol=1e-7)
+    assert torch.equal(ours[x > 0], x[x > 0])  # exact where the ELU is the identity
+
+
+@pytest.mark.parametrize("kw", LATENTS)
+def test_fast_scoring_equals_the_reference_computation(kw: dict,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scoring path (k samples decoded in one batched pass per chunk, broadcast against
+    their image, channels-last decoder, softplus and ELU on exp and log) against the previous
+    one: torch's softplus and ELU, an NCHW decoder and one decoder pass per (image, sample)."""
+    import copy
+
+    from ood_lib.models import vae as vae_module
+
+    model = _vae(double=False, **kw)
+    _perturb_res_blocks(model)
+    x, k = _images(5), 6
+    eps = model.eps_for(x, k)
+    monkeypatch.setattr(vae_module, "DECODE_CHUNK", 12)  # several chunks of 2 images
+    with torch.no_grad():
+        fast = model.log_weights(x, eps)
+        bound = model.iw_bound(x, k, eps)
+        with monkeypatch.context() as m:
+            m.setattr(vae_module, "elu", torch.nn.functional.elu)
+            m.setattr(vae_module, "softplus", torch.nn.functional.softplus)
+            ref = copy.deepcopy(model)
+            ref.decoder.to(memory_format=torch.contiguous_format)
+            mu, log_sigma = ref.encode(x)
+            z = mu[:, None] + torch.exp(log_sigma)[:, None] * eps  # [B, k, d]
+            log_ratio = (vae_module.std_normal_log_p(z) - vae_module.std_normal_log_p(eps)
+                         + log_sigma[:, None]).sum(2)
+            log_pxz = torch.stack([torch.cat([ref.log_p_x_given_z(x[b : b + 1], z[b, i : i + 1])
+                                              for i in range(k)]) for b in range(len(x))])
+    close = dict(rtol=1e-5, atol=1e-4)  # float32 sums of 64 terms of a few nats
+    torch.testing.assert_close(fast[1], log_pxz.double(), **close)
+    torch.testing.assert_close(fast[2], log_ratio.double(), **close)
+    torch.testing.assert_close(fast[0], (log_pxz + log_ratio).double(), **close)
+    expected = torch.logsumexp((log_pxz + log_ratio).double(), 1) - math.log(k)
+    torch.testing.assert_close(bound["log_px"], expected, **close)

@@ -53,6 +53,9 @@ class DensityModel(nn.Module):
 
     # The bit depth of the integer images this model is trained on (set by the registry).
     n_bits: int = 8
+    # Images per batch of ood_lib.likelihood.evaluate (a family with large activations per
+    # image runs faster with fewer: they stay in the caches).
+    eval_batch_size: ClassVar[int] = 256
 
     def inputs(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """uint8 images ``[B, C, H, W]`` -> what :meth:`log_prob_parts` takes.

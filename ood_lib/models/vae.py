@@ -73,6 +73,31 @@ MIN_LOG_SCALE = -7.0
 DECODE_CHUNK = 256
 
 
+# Two identities keep the per-element functions on torch's vectorised exp and log: its CPU
+# kernels of expm1, log1p, softplus and ELU are scalar loops on some builds (40-50 ns an
+# element against ~1 ns for exp; benchmarks/bench_families.py). Both agree with torch's own
+# functions to float32 rounding of the result (an absolute error of a few 1e-8).
+
+
+def softplus(x: Tensor) -> Tensor:
+    r"""$\log(1 + e^x) = \max(x, 0) + \log(1 + e^{-|x|})$, elementwise."""
+    return F.relu(x) + torch.log(1.0 + torch.exp(-x.abs()))
+
+
+def elu(x: Tensor) -> Tensor:
+    r"""ELU: $x$ for $x > 0$, $e^x - 1$ otherwise, as $\max(x, 0) + (e^{\min(x, 0)} - 1)$
+    with $\min(x, 0) = x - \max(x, 0)$ (exact for $x > 0$; the gradient is ELU's, 1 at 0)."""
+    positive = F.relu(x)
+    return positive + (torch.exp(x - positive) - 1.0)
+
+
+class ELU(nn.Module):
+    """:func:`elu` as a layer (no parameters: a drop-in for ``nn.ELU()``, same state dict)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return elu(x)
+
+
 def std_normal_log_p(z: Tensor) -> Tensor:
     r"""Elementwise $\log \mathcal N(z; 0, 1) = -\tfrac12(\log 2\pi + z^2)$."""
     return -0.5 * (LOG_2PI + z**2)
@@ -84,11 +109,12 @@ def discretized_logistic_log_p(x: Tensor, mean: Tensor, log_scale: Tensor, n_lev
     inv_s = torch.exp(-log_scale)
     a = (x + 0.5 - mean) * inv_s  # upper bin edge, standardised
     b = (x - 0.5 - mean) * inv_s  # lower bin edge
-    softplus_b = F.softplus(b)
+    softplus_a, softplus_b = softplus(a), softplus(b)
     # log(sigma(a) - sigma(b)) = a + log(1 - e^{b - a}) - softplus(a) - softplus(b), b - a = -1/s
-    middle = a + torch.log(-torch.expm1(-inv_s)) - F.softplus(a) - softplus_b
-    # log sigma(a) (bin 0: (-inf, 1/2]) and log(1 - sigma(b)) (top bin: [n - 3/2, inf))
-    lowest, highest = -F.softplus(-a), -softplus_b
+    middle = a + torch.log(-torch.expm1(-inv_s)) - softplus_a - softplus_b
+    # log sigma(a) = -softplus(-a) = a - softplus(a) (bin 0: (-inf, 1/2]) and
+    # log(1 - sigma(b)) = -softplus(b) (top bin: [n - 3/2, inf))
+    lowest, highest = a - softplus_a, -softplus_b
     return torch.where(x <= 0, lowest, torch.where(x >= n_levels - 1, highest, middle))
 
 
@@ -109,7 +135,7 @@ class ResBlock(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def forward(self, h: Tensor) -> Tensor:
-        return h + self.out(F.elu(self.conv(F.elu(h))))
+        return h + self.out(elu(self.conv(elu(h))))
 
 
 def image_seed(image: Tensor, seed: int) -> int:
@@ -211,6 +237,10 @@ class VAE(DensityModel):
         self.pad = (self.padded_size - config.image_size) // 2
         build = self._spatial_networks if config.latent_stride else self._global_networks
         self.encoder, self.decoder = build()
+        # The decoder runs k_eval times per scored image: its convolutions keep their weights,
+        # hence their outputs, channels-last, which oneDNN's transposed convolutions run faster
+        # than NCHW (no layout reorder; benchmarks/bench_families.py). Same values and keys.
+        self.decoder.to(memory_format=torch.channels_last)
 
     def _global_networks(self) -> tuple[nn.Sequential, nn.Sequential]:
         """Encoder and decoder of the global latent (the DCGAN-like pair)."""
@@ -222,7 +252,7 @@ class VAE(DensityModel):
         # q(z|x): (conv4x4 stride 2, ELU) per halving, then a linear map to (mu, log sigma)
         enc: list[nn.Module] = []
         for w_in, w_out in zip(widths, widths[1:], strict=False):
-            enc += [nn.Conv2d(w_in, w_out, 4, stride=2, padding=1), nn.ELU()]
+            enc += [nn.Conv2d(w_in, w_out, 4, stride=2, padding=1), ELU()]
         enc += [nn.Flatten(), nn.Linear(top, 2 * config.latent)]
         encoder = nn.Sequential(*enc)
         # p(x|z): the mirror image, ending in (mean, log-scale) for every subpixel: 2C channels
@@ -231,7 +261,7 @@ class VAE(DensityModel):
             nn.Linear(config.latent, widths[-1] * 16), nn.Unflatten(1, (widths[-1], 4, 4))
         ]
         for w_in, w_out in zip(widths[::-1], widths[::-1][1:], strict=False):
-            dec += [nn.ELU(), nn.ConvTranspose2d(w_in, w_out, 4, stride=2, padding=1)]
+            dec += [ELU(), nn.ConvTranspose2d(w_in, w_out, 4, stride=2, padding=1)]
         return encoder, nn.Sequential(*dec)
 
     def _spatial_networks(self) -> tuple[nn.Sequential, nn.Sequential]:
@@ -248,15 +278,15 @@ class VAE(DensityModel):
         # q(z|x): (conv4x4 stride 2, blocks) per halving, then (mu, log sigma) per position
         enc: list[nn.Module] = [nn.Conv2d(c, widths[0], 4, stride=2, padding=1), *blocks(widths[0])]
         for w_in, w_out in zip(widths, widths[1:], strict=False):
-            enc += [nn.ELU(), nn.Conv2d(w_in, w_out, 4, stride=2, padding=1), *blocks(w_out)]
-        enc += [nn.ELU(), nn.Conv2d(widths[-1], 2 * cfg.latent, 3, padding=1), nn.Flatten()]
+            enc += [ELU(), nn.Conv2d(w_in, w_out, 4, stride=2, padding=1), *blocks(w_out)]
+        enc += [ELU(), nn.Conv2d(widths[-1], 2 * cfg.latent, 3, padding=1), nn.Flatten()]
         # p(x|z): the mirror image, ending in (mean, log-scale) for every subpixel: 2C channels
         dec: list[nn.Module] = [nn.Unflatten(1, (cfg.latent, grid, grid)),
                                 nn.Conv2d(cfg.latent, widths[-1], 3, padding=1), *blocks(widths[-1])]
         for w_in, w_out in zip(widths[::-1], widths[::-1][1:], strict=False):
-            dec += [nn.ELU(), nn.ConvTranspose2d(w_in, w_out, 4, stride=2, padding=1),
+            dec += [ELU(), nn.ConvTranspose2d(w_in, w_out, 4, stride=2, padding=1),
                     *blocks(w_out)]
-        dec += [nn.ELU(), nn.ConvTranspose2d(widths[0], 2 * c, 4, stride=2, padding=1)]
+        dec += [ELU(), nn.ConvTranspose2d(widths[0], 2 * c, 4, stride=2, padding=1)]
         return nn.Sequential(*enc), nn.Sequential(*dec)
 
     @property
@@ -308,10 +338,14 @@ class VAE(DensityModel):
         return half * (m + 1.0), log_s.clamp(min=MIN_LOG_SCALE) + math.log(half)
 
     def log_p_x_given_z(self, x: Tensor, z: Tensor) -> Tensor:
-        """log p(x|z) in nats, ``[N]``, of ``x`` ``[N or 1, C, H, W]`` at ``z`` ``[N, d]``."""
-        mean, log_scale = self.decode(z)
+        """log p(x|z) in nats, ``[N]``, of ``x`` ``[N or 1, C, H, W]`` at ``z`` ``[N, d]``;
+        with ``z`` ``[N, k, d]`` (k samples per image, decoded in one pass), ``[N, k]``."""
+        mean, log_scale = self.decode(z.flatten(0, z.ndim - 2))  # [N (k), C, H, W]
+        if z.ndim == 3:  # [N k, C, H, W] -> [N, k, C, H, W]; x broadcast over its k samples
+            mean, log_scale = (t.unflatten(0, z.shape[:2]) for t in (mean, log_scale))
+            x = x[:, None]
         log_p = discretized_logistic_log_p(x.to(mean.dtype), mean, log_scale, self.n_levels)
-        return log_p.flatten(1).sum(1)
+        return log_p.sum((-3, -2, -1))  # over C, H, W
 
     def eps_for(self, x: Tensor, k: int) -> Tensor:
         """The scoring noise ``[B, k, d]``: image b's from a generator seeded by
@@ -357,7 +391,7 @@ class VAE(DensityModel):
         # log p(x|z_i), decoded in chunks of images (each with its k samples), [B, k]
         per_chunk = max(1, DECODE_CHUNK // k)
         log_pxz = torch.cat([
-            self.log_p_x_given_z(xc.repeat_interleave(k, 0), zc.flatten(0, 1)).view(-1, k)
+            self.log_p_x_given_z(xc, zc)
             for xc, zc in zip(x.split(per_chunk), z.split(per_chunk), strict=True)
         ]) if len(x) else w.new_zeros(0, k)
         log_pxz, log_ratio = log_pxz.double(), log_ratio.double()
@@ -400,4 +434,5 @@ class VAE(DensityModel):
         if pixel_noise:  # logistic by inversion: y = mu + s logit(u), u ~ U(0, 1)
             u = _noise(torch.rand, mean.shape, generator, w)
             y = mean + torch.exp(log_scale) * torch.logit(u)
-        return y.round().clamp(0, self.n_levels - 1).to(torch.uint8)  # the bin holding y
+        levels = y.round().clamp(0, self.n_levels - 1).to(torch.uint8)  # the bin holding y
+        return levels.contiguous()  # NCHW (the channels-last decoder's output is not)
