@@ -343,9 +343,11 @@ def test_default_config_dicts_are_unchanged() -> None:
     for size in SIZES.values():
         for channels, image_size in ((1, 28), (3, 32)):
             d = PixelCNNConfig(in_channels=channels, image_size=image_size, **size).to_dict()
-            assert d == dict(in_channels=channels, image_size=image_size, **size)
-    assert PixelCNNConfig(in_channels=3, image_size=32, **SIZES[("cpu", "rgb")]).to_dict() == dict(
-        in_channels=3, image_size=32, hidden=30, layers=4, kernel=3, first_kernel=7)
+            assert d == dict(in_channels=channels, image_size=image_size,
+                             **{k: v for k, v in size.items() if k != "mixtures" or v})
+    assert PixelCNNConfig(in_channels=1, image_size=28, **SIZES[("cpu", "grey")]).to_dict() == dict(
+        in_channels=1, image_size=28, hidden=30, layers=4, kernel=3, first_kernel=7)
+    assert SIZES[("cpu", "rgb")] == dict(hidden=32, layers=6, kernel=3, first_kernel=7, mixtures=5)
     mixture = PixelCNNConfig(hidden=32, layers=5, mixtures=5)
     assert mixture.to_dict() == dict(in_channels=3, image_size=32, hidden=32, layers=5, kernel=3,
                                      first_kernel=7, mixtures=5)

@@ -279,8 +279,10 @@ def test_default_config_dicts_are_unchanged() -> None:
         for channels, image_size in ((1, 28), (3, 32)):
             d = VAEConfig(in_channels=channels, image_size=image_size, **size).to_dict()
             assert d == dict(in_channels=channels, image_size=image_size, seed_eval=0, **size)
-    assert VAEConfig(in_channels=3, image_size=32, **SIZES[("cpu", "rgb")]).to_dict() == dict(
-        in_channels=3, image_size=32, hidden=64, latent=64, k_eval=16, seed_eval=0)
+    assert VAEConfig(in_channels=1, image_size=28, **SIZES[("cpu", "grey")]).to_dict() == dict(
+        in_channels=1, image_size=28, hidden=64, latent=64, k_eval=16, seed_eval=0)
+    assert SIZES[("cpu", "rgb")] == dict(hidden=32, latent=8, k_eval=16, latent_stride=2,
+                                         res_blocks=2)
     for extra in (dict(latent_stride=4), dict(latent_stride=4, res_blocks=2)):
         spatial = VAEConfig(latent=16, **extra)
         assert spatial.to_dict() == {**VAEConfig(latent=16).to_dict(), **extra}

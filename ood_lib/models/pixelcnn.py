@@ -136,8 +136,8 @@ SIZES: dict[tuple[str, str], dict[str, int]] = {
 SIZES["cpu", "rgb"] = dict(hidden=32, layers=6, kernel=3, first_kernel=7, mixtures=5)
 
 # Training steps under the cpu profile (batch 64): ~35 minutes for the grey softmax model,
-# ~1 h 40 min for the RGB mixture model.
-CPU_STEPS = {"cifar10": 5_000, "fashion_mnist": 4_000}
+# ~1 h 20 min for the RGB mixture model.
+CPU_STEPS = {"cifar10": 4_000, "fashion_mnist": 4_000}
 
 
 def mixture_outputs(channels: int, mixtures: int) -> int:
