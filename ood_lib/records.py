@@ -201,6 +201,19 @@ class FidelityRow:
     images: str
 
 
+@dataclass(frozen=True)
+class TargetRow:
+    """A model against the test bits/dim it was trained to reach."""
+
+    model: str
+    trained_on: str
+    target: float
+    test_bpd: float
+    met: bool
+    cpu_hours: float | None  # from the checkpoint's record; None where it was not logged
+    checkpoint: str
+
+
 # --------------------------------------------------------------------------- chapter results
 
 
@@ -289,6 +302,7 @@ class Scorecard(Record):
     CHAPTER: ClassVar[str] = "10_scorecard"
     verdicts: list[Verdict]
     fidelity: list[FidelityRow]
+    targets: list[TargetRow]
 
 
 def frame(rows: list[Any], headers: dict[str, str] | None = None) -> pd.DataFrame:

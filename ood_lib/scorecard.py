@@ -11,16 +11,18 @@ chapters with :func:`ood_lib.results.save_record`) and a function that turns the
 
 Nothing is typed in: a claim whose result is missing raises
 :class:`~ood_lib.results.MissingResultError` naming the claim and the chapter to run, never a
-blank row. :func:`fidelity` puts every published number of the paper beside ours.
+blank row. :func:`fidelity` puts every published number of the paper beside ours, and
+:func:`targets` each retrained model beside the bits/dim it was trained to reach.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from ood_lib import data, paper, records, results
+from ood_lib import data, paper, paths, profiles, records, results
 from ood_lib.records import Record
 
 R = TypeVar("R", bound=Record)
@@ -296,6 +298,47 @@ def fidelity(profile: str) -> list[records.FidelityRow]:
     return rows
 
 
+def _cpu_hours(key: str | None) -> float | None:
+    """The CPU time a checkpoint's training logged (its ``record.json``), in hours."""
+    path = None if key is None else paths.checkpoints_dir() / key / "record.json"
+    if path is None or not path.exists():
+        return None
+    cpu_s = json.loads(path.read_text()).get("cpu_s")
+    return None if cpu_s is None else cpu_s / 3600
+
+
+def targets(profile: str, goals: dict[tuple[str, str], float] | None = None
+            ) -> list[records.TargetRow]:
+    """Each model of ``goals`` (default: the profile's :data:`ood_lib.profiles.BPD_TARGETS`,
+    ``(model, training set) -> bits/dim``) against its test bits/dim in this build, from the
+    model-family record (the constant-volume record for ``glow_cv``); a missing record fails
+    naming it."""
+    goals = profiles.BPD_TARGETS.get(profile, {}) if goals is None else goals
+    rows = []
+    for (model, dataset), target in goals.items():
+        cls = records.ConstantVolume if model == "glow_cv" else records.Families
+        try:
+            record = results.load_record(profile, cls)
+        except results.MissingResultError as err:
+            raise results.MissingResultError(
+                f"the target of {model} on {dataset} needs result {cls.NAME!r}: {err}") from err
+        score = next((s for s in record.scores if (s.family, s.trained_on) == (model, dataset)),
+                     None)
+        if score is None:
+            raise results.MissingResultError(
+                f"result {cls.NAME!r} has no score of {model} on {dataset}")
+        key = record.models.get(f"{model}-{dataset}")
+        rows.append(records.TargetRow(model=model, trained_on=dataset, target=target,
+                                      test_bpd=score.test_bpd, met=score.test_bpd <= target,
+                                      cpu_hours=_cpu_hours(key), checkpoint=key or "–"))
+    return rows
+
+
 # Display headers of the FidelityRow fields.
 FIDELITY_HEADERS = {"number": "number", "paper": paper.LABEL, "ours_before": "ours before",
                     "ours_now": "ours now", "images": "images (ours)"}
+
+# Display headers of the TargetRow fields.
+TARGET_HEADERS = {"model": "model", "trained_on": "trained on", "target": "target bits/dim",
+                  "test_bpd": "test bits/dim", "met": "met", "cpu_hours": "CPU-hours",
+                  "checkpoint": "checkpoint"}

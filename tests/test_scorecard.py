@@ -178,3 +178,24 @@ def test_claims_1_and_2_carry_the_spread_over_seeds(saved: dict) -> None:
     card = _card()
     assert "one seed only" in card[1].evidence
     assert "[-1.500, -1.200]" in card[2].evidence.replace("+", "")
+
+
+def test_targets_flag_shortfalls_read_the_records_and_name_a_missing_one(saved: dict) -> None:
+    """A model is short of its target exactly when its test bits/dim exceed it; CV-Glow is read
+    from the constant-volume record; a missing record fails naming it."""
+    goals = {("glow", "cifar10"): 4.1, ("glow_cv", "cifar10"): 3.9}
+    cv = saved["constant_volume"]
+    cv["scores"] = [{"family": "glow_cv", "trained_on": "cifar10", "train_bpd": 3.9,
+                     "test_bpd": 3.95, "ood_bpd": 2.6, "auroc": 0.1}]
+    results.save_json(PROFILE, "constant_volume", cv)
+    rows = scorecard.targets(PROFILE, goals)
+    assert [(r.model, r.test_bpd, r.met) for r in rows] == [("glow", 4.0, True),
+                                                             ("glow_cv", 3.95, False)]
+    assert all(r.cpu_hours is None for r in rows)  # no checkpoint behind the minimal records
+    assert not scorecard.targets(PROFILE)  # the smoke profile sets no targets
+    assert [r.met for r in scorecard.targets(PROFILE, {("glow", "cifar10"): 3.99})] == [False]
+    with pytest.raises(results.MissingResultError, match="no score of vae"):
+        scorecard.targets(PROFILE, {("vae", "cifar10"): 5.2})
+    (results.results_dir(PROFILE) / "families.json").unlink()
+    with pytest.raises(results.MissingResultError, match="'families'"):
+        scorecard.targets(PROFILE, goals)
