@@ -66,6 +66,7 @@ PAGE_SUFFIXES = (".md", ".ipynb")
 SOURCE_LINES_SHOWN = 6
 CELL_PREVIEW_CHARS = 70
 PROFILE_MARKER = ".profile"  # in the built HTML folder: the profile of the last build
+LAST = "last"  # front matter ``book: {execute: last}``: executed after every other chapter
 
 
 class BookError(RuntimeError):
@@ -82,11 +83,15 @@ class UnknownChapter(BookError):
 
 @dataclass(frozen=True)
 class Page:
-    """One entry of ``_toc.yml``: its toc path, its source file and whether it is executed."""
+    """One entry of ``_toc.yml``: its toc path, its source file, whether it is executed and
+    whether it is executed after every other chapter (``last``: a page that reads the others'
+    results, such as the at-a-glance page; set by ``book: {execute: last}`` in its front
+    matter)."""
 
     docname: str
     source: Path
     is_notebook: bool
+    last: bool = False
 
     @property
     def name(self) -> str:
@@ -134,8 +139,17 @@ def find_page(docname: str, root: Path = PROJECT_ROOT) -> Page:
             + ", ".join(str(path.relative_to(root)) for path in candidates)
             + " exists"
         )
-    notebook = found.suffix == ".ipynb" or "jupytext" in front_matter(found)
-    return Page(docname, found, notebook)
+    header = front_matter(found) if found.suffix == ".md" else {}
+    notebook = found.suffix == ".ipynb" or "jupytext" in header
+    last = notebook and (header.get("book") or {}).get("execute") == LAST
+    return Page(docname, found, notebook, last)
+
+
+def execution_order(pages: Sequence[Page]) -> list[Page]:
+    """The notebook pages in the order they execute: toc order, except that the pages marked
+    ``last`` run after every other one (they read what the others saved)."""
+    notebooks = [page for page in pages if page.is_notebook]
+    return [page for page in notebooks if not page.last] + [p for p in notebooks if p.last]
 
 
 def read_pages(root: Path = PROJECT_ROOT) -> list[Page]:
@@ -536,9 +550,11 @@ def setup(app: Any) -> dict[str, Any]:
 
 
 def select(pages: Sequence[Page], names: Iterable[str]) -> list[Page]:
-    """The notebook pages named by ``--chapter`` (short name or toc path); all if none."""
+    """The notebook pages named by ``--chapter`` (short name or toc path), and every page
+    marked ``last`` (it reads the results the named ones save); all if none is named. In
+    :func:`execution_order`."""
     names = list(names)
-    notebooks = [page for page in pages if page.is_notebook]
+    notebooks = execution_order(pages)
     if not names:
         return notebooks
     known = {page.name: page for page in notebooks} | {page.docname: page for page in notebooks}
@@ -549,7 +565,7 @@ def select(pages: Sequence[Page], names: Iterable[str]) -> list[Page]:
             + ", ".join(page.name for page in notebooks)
         )
     wanted = {known[name] for name in names}
-    return [page for page in notebooks if page in wanted]
+    return [page for page in notebooks if page in wanted or page.last]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -602,20 +618,23 @@ HTML_ROW = "(HTML build)"  # the row of the jupyter-book build in the timings an
 #   04_decomposition    15 ->  15  reads the score cache
 #   05_constant_volume  76 ->  60  scores the constant-volume Glows
 #   06_second_order    233 -> 200  Hessians and intervention sweeps (issue 18 caps it at 240)
-#   07_explanations    245 ->  90  new (its first run); its issue caps it at 180
+#   07_explanations    245 ->  80  new (its first run); its issue caps it at 180; 10 s of its
+#                                  budget went to the at-a-glance page
 #   08_families        678 -> 120  636 s of it scored the PixelCNN and the VAE; the evaluation
 #                                  speed-ups (benchmarks/bench_families.py) and a lighter set
 #                                  of scored images must bring it down
 #   09_remedies        218 -> 100  compressors, DoSE statistics, background models
 #   10_scorecard         5 ->  10  reads the records
+#   00_at_a_glance       - ->  10  new: reads three records, draws one figure (executed last)
 #   (HTML build)         8 ->  10  jupyter-book on the executed notebooks
 # A chapter over its budget is flagged at the end of every run (print_summary), so that a
 # chapter that grows has to take its time from another row of this table, not from the total.
 CHAPTER_BUDGET_S: dict[str, dict[str, float]] = {
     "cpu": {
         "01_data": 20, "02_glow": 15, "03_phenomenon": 80, "04_decomposition": 15,
-        "05_constant_volume": 60, "06_second_order": 200, "07_explanations": 90,
-        "08_families": 120, "09_remedies": 100, "10_scorecard": 10, HTML_ROW: 10,
+        "05_constant_volume": 60, "06_second_order": 200, "07_explanations": 80,
+        "08_families": 120, "09_remedies": 100, "10_scorecard": 10, "00_at_a_glance": 10,
+        HTML_ROW: 10,
     },
     # smoke: the whole build's budget only (its chapters' times are dominated by kernel starts
     # and tiny trainings, and CI machines vary more than the cpu profile's target machine)
@@ -698,7 +717,8 @@ def print_summary(profile: str, times: dict[str, float], skipped: Sequence[str] 
 #                names and sizes of its files;
 # - environment: the Python version and every installed distribution's name and version;
 # - parameters:  profile, seed and data_root;
-# - earlier:     the run ids of every chapter before it in _toc.yml. A chapter reads what earlier
+# - earlier:     the run ids of every chapter before it in execution order (_toc.yml's, with the
+#                pages marked ``last`` at the end). A chapter reads what earlier
 #                chapters saved (records, caches), so each successful execution gets a fresh run
 #                id, and re-executing a chapter re-executes every later one. Simpler and safer
 #                than tracking which records a chapter reads; the cost is at most a rerun of
@@ -849,8 +869,8 @@ def forget_chapter(profile: str, name: str) -> None:
 def execute_chapters(chosen: Sequence[Page], pages: Sequence[Page], profile: str,
                      parameters: dict[str, Any], times: dict[str, float], skipped: list[str],
                      force: bool = False, root: Path = PROJECT_ROOT) -> None:
-    """Execute the ``chosen`` notebook pages in toc order, skipping each whose inputs are
-    unchanged (:func:`reasons_to_execute`; never with ``force``). The wall times of the
+    """Execute the ``chosen`` notebook pages in :func:`execution_order`, skipping each whose
+    inputs are unchanged (:func:`reasons_to_execute`; never with ``force``). The wall times of the
     executed ones go to ``times``, the names of the skipped ones to ``skipped`` (filled as it
     goes, so that a failure still leaves the summary). Raises :class:`ChapterFailed`.
 
@@ -859,7 +879,7 @@ def execute_chapters(chosen: Sequence[Page], pages: Sequence[Page], profile: str
     timings = read_timings(profile)
     runs = {name: entry.get("run") for name, entry in timings.items()}
     shared = shared_inputs(profile, parameters, root)
-    notebooks = [page for page in pages if page.is_notebook]
+    notebooks = execution_order(pages)
     for n, page in enumerate(notebooks):
         if page not in chosen:
             continue

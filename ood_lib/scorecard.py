@@ -277,7 +277,7 @@ VERDICT_HEADERS = {"claim": "claim", "text": "the paper says", "evidence": "this
 
 def fidelity(profile: str) -> list[records.FidelityRow]:
     """Every published number of the paper (``ood_lib.paper``, recalled) beside ours now and,
-    where a model was retrained, ours before."""
+    where a model was retrained, ours before; ``model`` names the checkpoint behind ours."""
     saved = load(profile, (CLAIMS[0], CLAIMS[5]))
     rows = []
     for (dataset, evaluated), published in paper.GLOW_BPD.items():
@@ -285,14 +285,15 @@ def fidelity(profile: str) -> list[records.FidelityRow]:
         ours = _figure1(saved, dataset)[role]
         rows.append(records.FidelityRow(
             number=f"Glow on {_name(dataset)}, {ours.label}, mean bits/dim", paper=published,
-            ours_before=ours.before_bpd, ours_now=ours.mean_bpd, images=ours.images))
+            ours_before=ours.before_bpd, ours_now=ours.mean_bpd, images=ours.images,
+            model=_phenomenon(saved).models[dataset]))
     so = _get(saved, records.SecondOrder)
     for (train, ood), published in paper.CHANNEL_VARIANCE_SUMS.items():
         sums = [r for r in so.channel_sums if (r.trained_on, r.ood) == (train, ood)]
         for r, value in zip(sums, published, strict=True):
             rows.append(records.FidelityRow(
                 number=f"Σ_hw(σ²_{_name(train)} − σ²_{_name(ood)}), channel {r.channel}",
-                paper=value, ours_before=None, ours_now=r.ours, images=r.images))
+                paper=value, ours_before=None, ours_now=r.ours, images=r.images, model=None))
     return rows
 
 
