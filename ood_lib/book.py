@@ -13,7 +13,8 @@ One run with profile ``P`` does, in order:
    execution is skipped (``unchanged, skipped``; ``--force`` executes it anyway, see
    :func:`chapter_inputs`);
 3. stage a book source folder ``_build/book_src/P`` (``_config.yml``, ``_toc.yml``, the
-   executed pages and the chapters' static files such as ``references.bib`` or images);
+   executed pages, the chapters' static files such as ``references.bib`` or images, and the
+   book's stylesheet folder ``_static/``);
 4. build it with ``jupyter-book build -W -n --keep-going`` (any Sphinx warning fails the
    build) and copy the HTML to ``_build/html`` (``_build/html/index.html``).
 
@@ -66,6 +67,7 @@ PAGE_SUFFIXES = (".md", ".ipynb")
 SOURCE_LINES_SHOWN = 6
 CELL_PREVIEW_CHARS = 70
 PROFILE_MARKER = ".profile"  # in the built HTML folder: the profile of the last build
+STATIC = "_static"  # the book's static files (CSS), at the project root
 LAST = "last"  # front matter ``book: {execute: last}``: executed after every other chapter
 
 
@@ -471,6 +473,8 @@ def stage_book(pages: Sequence[Page], profile: str, root: Path = PROJECT_ROOT) -
     for folder in sorted({page.source.parent for page in pages} - {root}):
         shutil.copytree(folder, staged / folder.relative_to(root), ignore=ignore)
     shutil.copy2(root / "_config.yml", staged / "_config.yml")
+    if (root / STATIC).is_dir():  # the book's own CSS (jupyter-book adds every *.css in it)
+        shutil.copytree(root / STATIC, staged / STATIC)
 
     available = {page.docname for page in pages if executed_path(page, profile).exists()}
     missing = [page.name for page in pages if page.docname not in available]
