@@ -84,14 +84,20 @@ def verdict_rows(card: records.Scorecard) -> list[dict[str, str]]:
             for v in card.verdicts]
 
 
-def markdown_table(rows: list[dict[str, str]], caption: str, name: str) -> str:
-    """``rows`` as a numbered MyST table (``{table}`` directive) named ``name``."""
+def markdown_table(rows: list[dict[str, str]], caption: str, name: str,
+                   layout: str = "cards") -> str:
+    """``rows`` as a numbered MyST table (``{table}`` directive) named ``name``, with the CSS
+    classes of ``_static/book.css``: ``layout="cards"`` shows one card per row on a phone,
+    ``"wide"`` keeps its columns readable and scrolls in its box."""
     if not rows:
         raise ValueError(f"table {name!r} has no rows")
+    if layout not in ("cards", "wide"):
+        raise ValueError(f"layout must be 'cards' or 'wide', got {layout!r}")
     head = list(rows[0])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(row[h] for h in head) + " |" for row in rows]
-    return f":::{{table}} {caption}\n:name: {name}\n\n" + "\n".join(lines) + "\n:::"
+    return (f":::{{table}} {caption}\n:name: {name}\n:class: glance glance-{layout}\n\n"
+            + "\n".join(lines) + "\n:::")
 
 
 def text_rows(table: pd.DataFrame, digits: int = 3) -> list[dict[str, str]]:
@@ -146,8 +152,13 @@ def best_scores(rem: records.Remedies) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _hours(seconds: float | None) -> str:
-    return "not logged" if seconds is None else f"{seconds / 3600:.2f} h"
+def duration(seconds: float | None) -> str:
+    """CPU time as a reader compares it: seconds, minutes or hours."""
+    if seconds is None:
+        return "not logged"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"
 
 
 def fidelity_table(saved: Saved) -> pd.DataFrame:
@@ -171,6 +182,6 @@ def fidelity_table(saved: Saved) -> pd.DataFrame:
             c = compute[r.model]
             row |= {"parameters": f"{c.parameters:,}", "steps × batch": f"{c.steps:,} × "
                     f"{c.batch_size}", "training images": f"{c.train_images:,}",
-                    "CPU time": _hours(c.cpu_s)}
+                    "CPU time": duration(c.cpu_s)}
         rows.append(row)
     return pd.DataFrame(rows)

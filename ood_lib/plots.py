@@ -36,7 +36,7 @@ DATASET_COLOURS: dict[str, tuple[float, float, float]] = {
 }
 #: One colour per model family (registry name), distinct from every dataset's.
 FAMILY_COLOURS: dict[str, tuple[float, float, float]] = {
-    "glow": _COLOURBLIND[5], "glow_cv": _COLOURBLIND[6], "pixelcnn": _COLOURBLIND[8],
+    "glow": _COLOURBLIND[5], "glow_cv": _COLOURBLIND[6], "pixelcnn": _COLOURBLIND[9],
     "vae": _COLOURBLIND[7],
 }
 # Dataset names as labels spell them ("FashionMNIST-Test", "fashion mnist test"); longest
@@ -302,17 +302,26 @@ def learning_curves(runs: Mapping[str, pd.DataFrame], ax: Axes | None = None,
 
 
 def leaderboard(table: pd.DataFrame, anchors: pd.DataFrame, pairs: list[str],
-                families: list[str]) -> Figure:
-    """AUROC with its 95% interval of every method (rows) for every family (markers) and pair
-    (panels), from ``table`` (columns ``pair``, ``method``, ``model``, ``auroc``, ``auroc_lo``,
-    ``auroc_hi``); published values from ``anchors`` (columns ``pair``, ``method``, ``auroc``;
-    a method ``"complexity"`` marks every ``complexity (...)`` row) as black stars. 0.5 is
-    chance; left of it the score ranks the OOD set as *more* in-distribution."""
+                families: list[str], columns: int | None = None) -> Figure:
+    """AUROC with its 95% interval of every method (rows) for every family (markers, in the
+    book's family colours) and pair (panels, ``columns`` to a row: all in one row by default,
+    1 stacks them for a narrow page), from ``table`` (columns ``pair``, ``method``, ``model``,
+    ``auroc``, ``auroc_lo``, ``auroc_hi``); published values from ``anchors`` (columns
+    ``pair``, ``method``, ``auroc``; a method ``"complexity"`` marks every ``complexity
+    (...)`` row) as black stars. 0.5 is chance; left of it the score ranks the OOD set as
+    *more* in-distribution."""
     methods = list(dict.fromkeys(table["method"]))
-    fig, axes = plt.subplots(1, len(pairs), figsize=(4.6 * len(pairs), 0.42 * len(methods) + 1.8),
+    columns = columns or len(pairs)
+    rows_n = math.ceil(len(pairs) / columns)
+    legend_in = 0.6  # inches below the panels for the shared legend
+    height = (0.42 * len(methods) + 1.2) * rows_n + legend_in
+    fig, axes = plt.subplots(rows_n, columns, figsize=(4.6 * columns if columns > 1 else 6.4, height),
                              sharey=True, squeeze=False)
     offsets = np.linspace(-0.25, 0.25, len(families))
-    for ax, pair in zip(axes[0], pairs, strict=True):
+    panels = list(axes.flat)
+    for ax in panels[len(pairs):]:
+        ax.set_axis_off()
+    for ax, pair in zip(panels, pairs, strict=False):
         part = table[table["pair"] == pair]
         look = styles(families)
         for family, dy in zip(families, offsets, strict=True):
@@ -331,14 +340,14 @@ def leaderboard(table: pd.DataFrame, anchors: pd.DataFrame, pairs: list[str],
         ax.set(xlim=(0, 1.02), xlabel="AUROC (OOD positive)", title=pair)
         ax.set_yticks(range(len(methods)), methods)
         ax.invert_yaxis()
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    for ax in axes[0][1:]:
+    handles, labels = panels[0].get_legend_handles_labels()
+    for ax in panels[1:len(pairs)]:
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             if lab not in labels:
                 handles.append(h)
                 labels.append(lab)
     unique = dict(zip(labels, handles, strict=True))
     fig.legend(unique.values(), unique.keys(), loc="lower center", ncol=len(unique),
-               bbox_to_anchor=(0.5, -0.02), fontsize="small")
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+               bbox_to_anchor=(0.5, 0.0), fontsize="small")
+    fig.tight_layout(rect=(0, legend_in / height, 1, 1))
     return fig

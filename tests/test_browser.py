@@ -23,9 +23,10 @@ One test per page of the last build (``_build/html/**/*.html``, Sphinx's ``_stat
 Every page is opened at two widths (:data:`VIEWPORTS`): a desktop's 1280 px and a phone's
 390 px. At the phone's width the page must also
 
-- not scroll sideways: ``document.documentElement.scrollWidth`` is at most 390 (a wide table,
-  formula or figure scrolls inside its own box, ``_static/book.css``; the test names the
-  elements that stick out);
+- not scroll sideways: ``document.documentElement.scrollWidth`` is at most 390, and no element
+  sticks out past the right edge unless a box that scrolls holds it (a wide table, formula or
+  figure scrolls inside its own box, ``_static/book.css``); content cut off by an
+  ``overflow: hidden`` ancestor counts as sticking out. The test names the elements;
 - not overlap its text: no block of the article (paragraph, heading, list, table, figure,
   cell) starts above the bottom of the block before it.
 
@@ -310,20 +311,26 @@ LAYOUT_SCRIPT = """(width) => {
         + (el.id ? "#" + el.id : "")
         + (el.className && typeof el.className === "string"
            ? "." + el.className.trim().split(/\\s+/).slice(0, 2).join(".") : "");
+    // the nearest ancestor that does not let its content overflow: OK if it scrolls (the
+    // reader can reach what sticks out) and itself fits; "hidden"/"clip" cut the content off
     const scrolls = el => {
         for (let p = el.parentElement; p; p = p.parentElement) {
             const o = getComputedStyle(p).overflowX;
-            if ((o === "auto" || o === "scroll" || o === "hidden") && p.clientWidth < width + 1)
-                return true;
+            if (o === "auto" || o === "scroll")
+                return p.getBoundingClientRect().right <= width + 1;
+            if (o === "hidden" || o === "clip") return false;
         }
         return false;
     };
     const tooWide = [];
     for (const el of document.querySelectorAll("body *")) {
         const r = el.getBoundingClientRect();
-        if (r.width === 0 || r.right <= width + 1 || getComputedStyle(el).position === "fixed")
+        const style = getComputedStyle(el);
+        if (r.width === 0 || r.right <= width + 1 || r.left >= width
+            || style.position === "fixed" || style.visibility === "hidden"
+            || el.closest("mjx-assistive-mml"))  // MathJax's copy for screen readers, unseen
             continue;
-        if (!scrolls(el) && !(el.parentElement && tooWide.includes(el.parentElement)))
+        if (!scrolls(el) && !tooWide.some(t => t.contains(el)))
             tooWide.push(el);
     }
     const overlaps = [];
@@ -561,9 +568,9 @@ def test_page(page: Path | None, width: str, request: pytest.FixtureRequest) -> 
 
     # layout at a phone's width
     if viewport["width"] == PHONE and visit.scroll_width is not None:
-        if visit.scroll_width > PHONE:
-            problems.append(f"the page scrolls sideways at {PHONE} px: scrollWidth "
-                            f"{visit.scroll_width}; sticking out: {visit.too_wide}")
+        if visit.scroll_width > PHONE or visit.too_wide:
+            problems.append(f"content wider than {PHONE} px: scrollWidth {visit.scroll_width}; "
+                            f"sticking out or cut off: {visit.too_wide}")
         if visit.overlaps:
             problems.append(f"blocks drawn over the one before them: {visit.overlaps}")
 

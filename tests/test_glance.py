@@ -55,7 +55,7 @@ def test_verdict_rows_link_each_claim_to_the_chapter_it_reads(saved: Path) -> No
                                             "{doc}`06_second_order`"]
     assert rows[0]["claim"] == "1. SVHN \\| CIFAR" and rows[1]["verdict"] == "**holds partly**"
     table = glance.markdown_table(rows, "Verdicts.", "tbl-x")
-    assert table.startswith(":::{table} Verdicts.\n:name: tbl-x\n")
+    assert table.startswith(":::{table} Verdicts.\n:name: tbl-x\n:class: glance glance-cards\n")
     assert len([line for line in table.splitlines() if line.startswith("| ")]) == 1 + len(rows)
 
 
@@ -75,7 +75,8 @@ def test_leaderboard_and_best_scores_come_from_the_saved_detections(saved: Path)
 def test_fidelity_table_carries_the_compute_of_the_model_behind_each_number(saved: Path) -> None:
     table = glance.fidelity_table(glance.load(PROFILE))
     assert list(table[paper.LABEL]) == [2.389, 12.3]
-    assert list(table["CPU time"]) == ["2.00 h", "–"]
+    assert list(table["CPU time"]) == ["2.0 h", "–"]
+    assert [glance.duration(s) for s in (None, 1.2, 600.0)] == ["not logged", "1 s", "10 min"]
     assert list(table["parameters"]) == ["20,664", "data only"]
     assert glance.text_rows(table)[0]["ours"] == "6.500"
 

@@ -48,3 +48,15 @@ def test_plotting_functions_draw_in_the_book_palette() -> None:
     lines = {c.get_label(): to_rgb(c.lines[0].get_color()) for c in fig.axes[0].containers}
     assert lines == {"PixelCNN": plots.FAMILY_COLOURS["pixelcnn"], "VAE": plots.FAMILY_COLOURS["vae"]}
     plt.close("all")
+
+
+def test_leaderboard_stacks_its_panels_on_request() -> None:
+    table = pd.DataFrame([{"pair": p, "method": m, "model": "Glow", "auroc": 0.4,
+                           "auroc_lo": 0.3, "auroc_hi": 0.5} for p in ("a", "b", "c")
+                          for m in ("NLL", "WAIC", "DoSE-KDE", "complexity (PNG)")])
+    anchors = pd.DataFrame(columns=["pair", "method", "auroc"])
+    wide = plots.leaderboard(table, anchors, ["a", "b", "c"], ["Glow"])
+    tall = plots.leaderboard(table, anchors, ["a", "b", "c"], ["Glow"], columns=1)
+    assert [ax.get_title() for ax in tall.axes] == ["a", "b", "c"]
+    assert wide.get_figwidth() > wide.get_figheight() and tall.get_figheight() > tall.get_figwidth()
+    plt.close("all")
