@@ -270,6 +270,22 @@ def verdicts(profile: str, claims: tuple[Claim, ...] = CLAIMS) -> list[records.V
     return out
 
 
+def _escaped(text: str) -> str:
+    """Text whose ``*`` (as in Σ_p*) cannot start emphasis in markdown."""
+    return text.replace("*", "\\*")
+
+
+def as_markdown(rows: list[records.Verdict]) -> str:
+    """The verdicts as a MyST definition list, readable at any width: per claim its text, then
+    the verdict with its reason, this build's evidence and the paper's number (labelled)."""
+    return "\n\n".join(
+        f"**{v.claim}. {_escaped(v.text)}**\n"
+        f": **{v.verdict}**: {_escaped(v.reason)}.\n"
+        f": *{VERDICT_HEADERS['evidence']}:* {_escaped(v.evidence)}\n"
+        f": *{VERDICT_HEADERS['paper']}:* {_escaped(v.paper)}"
+        for v in rows)
+
+
 # Display headers of the Verdict fields.
 VERDICT_HEADERS = {"claim": "claim", "text": "the paper says", "evidence": "this build",
                    "paper": paper.LABEL, "verdict": "verdict", "reason": "why"}

@@ -180,3 +180,15 @@ def test_claims_1_and_2_carry_the_spread_over_seeds(saved: dict) -> None:
     card = _card()
     assert "one seed only" in card[1].evidence
     assert "[-1.500, -1.200]" in card[2].evidence.replace("+", "")
+
+
+def test_verdicts_as_markdown_lead_with_verdict_and_escape_emphasis(saved: dict) -> None:
+    verdicts = scorecard.verdicts(PROFILE)
+    text = scorecard.as_markdown(verdicts)
+    blocks = text.split("\n\n")
+    assert len(blocks) == len(verdicts)
+    for v, block in zip(verdicts, blocks, strict=True):
+        term, first, *_ = block.splitlines()
+        assert term.startswith(f"**{v.claim}. ") and first == f": **{v.verdict}**: " + v.reason.replace(
+            "*", "\\*") + "."
+    assert "Σ_p\\*" in blocks[5] and "Σ_p*)" not in blocks[5]
