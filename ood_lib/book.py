@@ -13,7 +13,8 @@ One run with profile ``P`` does, in order:
    execution is skipped (``unchanged, skipped``; ``--force`` executes it anyway, see
    :func:`chapter_inputs`);
 3. stage a book source folder ``_build/book_src/P`` (``_config.yml``, ``_toc.yml``, the
-   executed pages and the chapters' static files such as ``references.bib`` or images);
+   executed pages, the chapters' static files such as ``references.bib`` or images, and the
+   book's stylesheet folder ``_static/``);
 4. build it with ``jupyter-book build -W -n --keep-going`` (any Sphinx warning fails the
    build) and copy the HTML to ``_build/html`` (``_build/html/index.html``).
 
@@ -66,6 +67,8 @@ PAGE_SUFFIXES = (".md", ".ipynb")
 SOURCE_LINES_SHOWN = 6
 CELL_PREVIEW_CHARS = 70
 PROFILE_MARKER = ".profile"  # in the built HTML folder: the profile of the last build
+STATIC = "_static"  # the book's static files (CSS), at the project root
+LAST = "last"  # front matter ``book: {execute: last}``: executed after every other chapter
 
 
 class BookError(RuntimeError):
@@ -82,11 +85,15 @@ class UnknownChapter(BookError):
 
 @dataclass(frozen=True)
 class Page:
-    """One entry of ``_toc.yml``: its toc path, its source file and whether it is executed."""
+    """One entry of ``_toc.yml``: its toc path, its source file, whether it is executed and
+    whether it is executed after every other chapter (``last``: a page that reads the others'
+    results, such as the at-a-glance page; set by ``book: {execute: last}`` in its front
+    matter)."""
 
     docname: str
     source: Path
     is_notebook: bool
+    last: bool = False
 
     @property
     def name(self) -> str:
@@ -134,8 +141,17 @@ def find_page(docname: str, root: Path = PROJECT_ROOT) -> Page:
             + ", ".join(str(path.relative_to(root)) for path in candidates)
             + " exists"
         )
-    notebook = found.suffix == ".ipynb" or "jupytext" in front_matter(found)
-    return Page(docname, found, notebook)
+    header = front_matter(found) if found.suffix == ".md" else {}
+    notebook = found.suffix == ".ipynb" or "jupytext" in header
+    last = notebook and (header.get("book") or {}).get("execute") == LAST
+    return Page(docname, found, notebook, last)
+
+
+def execution_order(pages: Sequence[Page]) -> list[Page]:
+    """The notebook pages in the order they execute: toc order, except that the pages marked
+    ``last`` run after every other one (they read what the others saved)."""
+    notebooks = [page for page in pages if page.is_notebook]
+    return [page for page in notebooks if not page.last] + [p for p in notebooks if p.last]
 
 
 def read_pages(root: Path = PROJECT_ROOT) -> list[Page]:
@@ -457,6 +473,8 @@ def stage_book(pages: Sequence[Page], profile: str, root: Path = PROJECT_ROOT) -
     for folder in sorted({page.source.parent for page in pages} - {root}):
         shutil.copytree(folder, staged / folder.relative_to(root), ignore=ignore)
     shutil.copy2(root / "_config.yml", staged / "_config.yml")
+    if (root / STATIC).is_dir():  # the book's own CSS (jupyter-book adds every *.css in it)
+        shutil.copytree(root / STATIC, staged / STATIC)
 
     available = {page.docname for page in pages if executed_path(page, profile).exists()}
     missing = [page.name for page in pages if page.docname not in available]
@@ -536,9 +554,11 @@ def setup(app: Any) -> dict[str, Any]:
 
 
 def select(pages: Sequence[Page], names: Iterable[str]) -> list[Page]:
-    """The notebook pages named by ``--chapter`` (short name or toc path); all if none."""
+    """The notebook pages named by ``--chapter`` (short name or toc path), and every page
+    marked ``last`` (it reads the results the named ones save); all if none is named. In
+    :func:`execution_order`."""
     names = list(names)
-    notebooks = [page for page in pages if page.is_notebook]
+    notebooks = execution_order(pages)
     if not names:
         return notebooks
     known = {page.name: page for page in notebooks} | {page.docname: page for page in notebooks}
@@ -549,7 +569,7 @@ def select(pages: Sequence[Page], names: Iterable[str]) -> list[Page]:
             + ", ".join(page.name for page in notebooks)
         )
     wanted = {known[name] for name in names}
-    return [page for page in notebooks if page in wanted]
+    return [page for page in notebooks if page in wanted or page.last]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -602,20 +622,24 @@ HTML_ROW = "(HTML build)"  # the row of the jupyter-book build in the timings an
 #   04_decomposition    15 ->  15  reads the score cache
 #   05_constant_volume  76 ->  60  scores the constant-volume Glows
 #   06_second_order    233 -> 200  Hessians and intervention sweeps (issue 18 caps it at 240)
-#   07_explanations    245 ->  90  new (its first run); its issue caps it at 180
+#   07_explanations    245 ->  75  new (its first run); its issue caps it at 180; 15 s of its
+#                                  budget went to the at-a-glance page
 #   08_families        678 -> 120  636 s of it scored the PixelCNN and the VAE; the evaluation
 #                                  speed-ups (benchmarks/bench_families.py) and a lighter set
 #                                  of scored images must bring it down
 #   09_remedies        218 -> 100  compressors, DoSE statistics, background models
 #   10_scorecard         5 ->  10  reads the records
+#   00_at_a_glance       - ->  15  new: reads three records, draws one figure (executed last;
+#                                  17 s in the loaded smoke build, mostly the kernel's imports)
 #   (HTML build)         8 ->  10  jupyter-book on the executed notebooks
 # A chapter over its budget is flagged at the end of every run (print_summary), so that a
 # chapter that grows has to take its time from another row of this table, not from the total.
 CHAPTER_BUDGET_S: dict[str, dict[str, float]] = {
     "cpu": {
         "01_data": 20, "02_glow": 15, "03_phenomenon": 80, "04_decomposition": 15,
-        "05_constant_volume": 60, "06_second_order": 200, "07_explanations": 90,
-        "08_families": 120, "09_remedies": 100, "10_scorecard": 10, HTML_ROW: 10,
+        "05_constant_volume": 60, "06_second_order": 200, "07_explanations": 75,
+        "08_families": 120, "09_remedies": 100, "10_scorecard": 10, "00_at_a_glance": 15,
+        HTML_ROW: 10,
     },
     # smoke: the whole build's budget only (its chapters' times are dominated by kernel starts
     # and tiny trainings, and CI machines vary more than the cpu profile's target machine)
@@ -698,7 +722,8 @@ def print_summary(profile: str, times: dict[str, float], skipped: Sequence[str] 
 #                names and sizes of its files;
 # - environment: the Python version and every installed distribution's name and version;
 # - parameters:  profile, seed and data_root;
-# - earlier:     the run ids of every chapter before it in _toc.yml. A chapter reads what earlier
+# - earlier:     the run ids of every chapter before it in execution order (_toc.yml's, with the
+#                pages marked ``last`` at the end). A chapter reads what earlier
 #                chapters saved (records, caches), so each successful execution gets a fresh run
 #                id, and re-executing a chapter re-executes every later one. Simpler and safer
 #                than tracking which records a chapter reads; the cost is at most a rerun of
@@ -849,8 +874,8 @@ def forget_chapter(profile: str, name: str) -> None:
 def execute_chapters(chosen: Sequence[Page], pages: Sequence[Page], profile: str,
                      parameters: dict[str, Any], times: dict[str, float], skipped: list[str],
                      force: bool = False, root: Path = PROJECT_ROOT) -> None:
-    """Execute the ``chosen`` notebook pages in toc order, skipping each whose inputs are
-    unchanged (:func:`reasons_to_execute`; never with ``force``). The wall times of the
+    """Execute the ``chosen`` notebook pages in :func:`execution_order`, skipping each whose
+    inputs are unchanged (:func:`reasons_to_execute`; never with ``force``). The wall times of the
     executed ones go to ``times``, the names of the skipped ones to ``skipped`` (filled as it
     goes, so that a failure still leaves the summary). Raises :class:`ChapterFailed`.
 
@@ -859,7 +884,7 @@ def execute_chapters(chosen: Sequence[Page], pages: Sequence[Page], profile: str
     timings = read_timings(profile)
     runs = {name: entry.get("run") for name, entry in timings.items()}
     shared = shared_inputs(profile, parameters, root)
-    notebooks = [page for page in pages if page.is_notebook]
+    notebooks = execution_order(pages)
     for n, page in enumerate(notebooks):
         if page not in chosen:
             continue

@@ -1,4 +1,9 @@
-"""How chapters show numbers: one table style and one number format for the whole book."""
+"""How chapters show numbers: one table style and one number format for the whole book.
+
+A table longer than :data:`LONG_TABLE_ROWS` rows is shown folded (an HTML ``<details>``
+element, one click to open), so that a chapter reads as its figures and prose, with the full
+numbers under the figure that summarises them.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,11 @@ from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
-from IPython.display import Markdown, display
+from IPython.display import HTML, Markdown, display
 
 from ood_lib.registry import TrainedModel
+
+LONG_TABLE_ROWS = 12
 
 
 def number(v: float, digits: int = 3) -> str:
@@ -23,10 +30,18 @@ def number(v: float, digits: int = 3) -> str:
 def show(table: pd.DataFrame, formats: Mapping[str, str | Callable] | None = None,
          digits: int = 3) -> None:
     """Display a table without its index, floats with :func:`number` unless ``formats`` says
-    otherwise for a column."""
+    otherwise for a column; folded (:func:`folded`) when it has more than
+    :data:`LONG_TABLE_ROWS` rows."""
     default = {c: (lambda v, d=digits: number(v, d)) for c in table.columns
                if pd.api.types.is_float_dtype(table[c])}
-    display(table.style.format({**default, **(formats or {})}, na_rep="–").hide(axis="index"))
+    styled = table.style.format({**default, **(formats or {})}, na_rep="–").hide(axis="index")
+    display(folded(styled.to_html(), len(table)) if len(table) > LONG_TABLE_ROWS else styled)
+
+
+def folded(html: str, rows: int) -> HTML:
+    """A table's HTML inside a closed ``<details>`` element whose summary counts its rows."""
+    return HTML(f'<details class="long-table"><summary>The full table ({rows} rows): click to '
+                f"show</summary>\n{html}\n</details>")
 
 
 def say(text: str) -> None:

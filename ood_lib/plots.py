@@ -3,10 +3,17 @@
 Every function draws on a matplotlib ``Axes`` (a new figure when none is given) and returns
 it, so chapters can compose panels. Images are uint8 arrays (N, H, W, C), channels last, with
 C = 1 (grey) or 3 (RGB). Call :func:`set_style` once per chapter for the book's look.
+
+**One palette for the whole book.** Every dataset has one colour (:data:`DATASET_COLOURS`) and
+every model family another (:data:`FAMILY_COLOURS`), taken from seaborn's colour-blind palette
+so that no two of them share a colour; every function below that draws a dataset or a family
+takes its colour from :func:`styles`, so CIFAR-10 is the same blue in every chapter. Splits of
+one dataset in the same panel (train and test) share its colour and differ by line style.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping
 
@@ -17,7 +24,59 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from ood_lib.analysis.families import FAMILY_NAMES
+
 LEVELS = 256
+
+_COLOURBLIND = sns.color_palette("colorblind", 10)
+#: One colour per dataset (registry key), in every figure of the book.
+DATASET_COLOURS: dict[str, tuple[float, float, float]] = {
+    "cifar10": _COLOURBLIND[0], "svhn": _COLOURBLIND[1], "fashion_mnist": _COLOURBLIND[2],
+    "mnist": _COLOURBLIND[3], "notmnist": _COLOURBLIND[4],
+}
+#: One colour per model family (registry name), distinct from every dataset's.
+FAMILY_COLOURS: dict[str, tuple[float, float, float]] = {
+    "glow": _COLOURBLIND[5], "glow_cv": _COLOURBLIND[6], "pixelcnn": _COLOURBLIND[9],
+    "vae": _COLOURBLIND[7],
+}
+# Dataset names as labels spell them ("FashionMNIST-Test", "fashion mnist test"); longest
+# first, so that "FashionMNIST" and "NotMNIST" are not read as "MNIST".
+_DATASET_SPELLINGS = sorted(
+    ((spelling, key) for key in DATASET_COLOURS
+     for spelling in {key, key.replace("_", " "), key.replace("_", ""),
+                      {"cifar10": "cifar-10", "fashion_mnist": "fashion-mnist"}.get(key, key)}),
+    key=lambda item: -len(item[0]))
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def colour(label: str) -> tuple[float, float, float] | None:
+    """The book's colour for a family (``"PixelCNN"``, ``"glow_cv"``) or a dataset named at
+    the start of ``label`` (``"SVHN-Test"``, ``"cifar10 test"``); ``None`` for anything else."""
+    for key, name in FAMILY_NAMES.items():
+        if label in (key, name):
+            return FAMILY_COLOURS[key]
+    low = label.lower()
+    for spelling, key in _DATASET_SPELLINGS:
+        if low.startswith(spelling):
+            return DATASET_COLOURS[key]
+    return None
+
+
+def styles(labels: list[str]) -> dict[str, dict[str, object]]:
+    """Matplotlib keywords (``color``, ``linestyle``) for each label of one panel: the book's
+    colour of its dataset or family (:func:`colour`), a new line style for each further label
+    of the same colour; labels without a colour take the next free colour of the cycle."""
+    used = {c for c in map(colour, labels) if c is not None}
+    free = itertools.cycle([c for c in _COLOURBLIND
+                            if c not in used and c not in FAMILY_COLOURS.values()] or _COLOURBLIND)
+    seen: dict[tuple[float, float, float], int] = {}
+    out: dict[str, dict[str, object]] = {}
+    for label in labels:
+        c = colour(label) or next(free)
+        n = seen.get(c, 0)
+        seen[c] = n + 1
+        out[label] = {"color": c, "linestyle": LINE_STYLES[n % len(LINE_STYLES)]}
+    return out
 
 
 def set_style() -> None:
@@ -115,10 +174,11 @@ def intensity_histograms(
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3.5))
     edges = np.arange(LEVELS + 1) - 0.5
+    style = styles(list(arrays))
     for label, x in arrays.items():
         density = level_density(x)
-        line = ax.stairs(density, edges, label=label, linewidth=1.5)
-        ax.stairs(density, edges, fill=True, alpha=0.15, color=line.get_edgecolor())
+        ax.stairs(density, edges, label=label, linewidth=1.5, **style[label])
+        ax.stairs(density, edges, fill=True, alpha=0.15, color=style[label]["color"])
     ax.set_xlim(-0.5, LEVELS - 0.5)
     ax.set_xlabel("pixel level")
     ax.set_ylabel("fraction of pixel values" + (" (log)" if log else ""))
@@ -147,10 +207,11 @@ def overlaid_histograms(
         _, ax = plt.subplots(figsize=(5, 3.5))
     pooled = np.concatenate([np.ravel(v) for v in values.values()])
     edges = np.histogram_bin_edges(pooled, bins=bins, range=tuple(np.quantile(pooled, span)))
+    style = styles(list(values))
     for label, v in values.items():
         density, _ = np.histogram(np.ravel(v), bins=edges, density=True)
-        line = ax.stairs(density, edges, label=label, linewidth=1.5)
-        ax.stairs(density, edges, fill=True, alpha=0.15, color=line.get_edgecolor())
+        ax.stairs(density, edges, label=label, linewidth=1.5, **style[label])
+        ax.stairs(density, edges, fill=True, alpha=0.15, color=style[label]["color"])
     ax.set_ylabel("density")
     if xlabel:
         ax.set_xlabel(xlabel)
@@ -166,10 +227,12 @@ def training_curves(log: pd.DataFrame, ax: Axes | None = None, title: str | None
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3.5))
     images = log["epoch"] if "epoch" in log else log["step"]
-    for column in [c for c in log.columns if c.endswith("_bpd")]:
-        label = column.removesuffix("_bpd").replace("_", " ")
-        style = "--" if column == "train_bpd" else "-"
-        ax.plot(images, log[column], style, marker="o", markersize=3, label=label)
+    columns = [c for c in log.columns if c.endswith("_bpd")]
+    labels = [c.removesuffix("_bpd").replace("_", " ") for c in columns]
+    style = styles([label for label in labels if label != "train"])
+    for column, label in zip(columns, labels, strict=True):
+        look = style.get(label, {"color": "black", "linestyle": "--"})  # the running train loss
+        ax.plot(images, log[column], marker="o", markersize=3, label=label, **look)
     ax.set_xlabel("epochs" if "epoch" in log else "steps")
     ax.set_ylabel("bits/dim (lower = more likely)")
     ax.legend()
@@ -202,9 +265,11 @@ def ood_curves(curves: Mapping[str, pd.DataFrame], labels: Mapping[str, str]) ->
     fig, axes = plt.subplots(2, len(curves), figsize=(5.2 * len(curves), 6.2), squeeze=False,
                              sharex="col", gridspec_kw={"height_ratios": [2, 1]})
     for (title, c), top, bottom in zip(curves.items(), axes[0], axes[1], strict=True):
-        for column, style in (("train", "--"), ("test", "-"), ("ood", "-")):
-            label = labels[column].format(source=c["train source"].iloc[0])
-            top.plot(c["epoch"], c[column], style, marker="o", markersize=3, label=label)
+        named = {column: labels[column].format(source=c["train source"].iloc[0])
+                 for column in ("train", "test", "ood")}
+        look = styles(list(named.values()))
+        for column, label in named.items():
+            top.plot(c["epoch"], c[column], marker="o", markersize=3, label=label, **look[label])
         top.set(ylabel="bits/dim (lower = more likely)", title=title)
         top.legend(fontsize="small")
         bottom.plot(c["epoch"], c["ood − test"], marker="o", markersize=3, color="C3")
@@ -237,25 +302,35 @@ def learning_curves(runs: Mapping[str, pd.DataFrame], ax: Axes | None = None,
 
 
 def leaderboard(table: pd.DataFrame, anchors: pd.DataFrame, pairs: list[str],
-                families: list[str]) -> Figure:
-    """AUROC with its 95% interval of every method (rows) for every family (markers) and pair
-    (panels), from ``table`` (columns ``pair``, ``method``, ``model``, ``auroc``, ``auroc_lo``,
-    ``auroc_hi``); published values from ``anchors`` (columns ``pair``, ``method``, ``auroc``;
-    a method ``"complexity"`` marks every ``complexity (...)`` row) as black stars. 0.5 is
-    chance; left of it the score ranks the OOD set as *more* in-distribution."""
+                families: list[str], columns: int | None = None) -> Figure:
+    """AUROC with its 95% interval of every method (rows) for every family (markers, in the
+    book's family colours) and pair (panels, ``columns`` to a row: all in one row by default,
+    1 stacks them for a narrow page), from ``table`` (columns ``pair``, ``method``, ``model``,
+    ``auroc``, ``auroc_lo``, ``auroc_hi``); published values from ``anchors`` (columns
+    ``pair``, ``method``, ``auroc``; a method ``"complexity"`` marks every ``complexity
+    (...)`` row) as black stars. 0.5 is chance; left of it the score ranks the OOD set as
+    *more* in-distribution."""
     methods = list(dict.fromkeys(table["method"]))
-    fig, axes = plt.subplots(1, len(pairs), figsize=(4.6 * len(pairs), 0.42 * len(methods) + 1.8),
+    columns = columns or len(pairs)
+    rows_n = math.ceil(len(pairs) / columns)
+    legend_in = 0.6  # inches below the panels for the shared legend
+    height = (0.42 * len(methods) + 1.2) * rows_n + legend_in
+    fig, axes = plt.subplots(rows_n, columns, figsize=(4.6 * columns if columns > 1 else 6.4, height),
                              sharey=True, squeeze=False)
     offsets = np.linspace(-0.25, 0.25, len(families))
-    for ax, pair in zip(axes[0], pairs, strict=True):
+    panels = list(axes.flat)
+    for ax in panels[len(pairs):]:
+        ax.set_axis_off()
+    for ax, pair in zip(panels, pairs, strict=False):
         part = table[table["pair"] == pair]
-        for family, dy, colour in zip(families, offsets, sns.color_palette(n_colors=len(families)),
-                                      strict=True):
+        look = styles(families)
+        for family, dy in zip(families, offsets, strict=True):
             rows = part[part["model"] == family]
             y = [methods.index(m) + dy for m in rows["method"]]
             ax.errorbar(rows["auroc"], y, xerr=[rows["auroc"] - rows["auroc_lo"],
                                                 rows["auroc_hi"] - rows["auroc"]],
-                        fmt="o", markersize=4, color=colour, capsize=2, label=family)
+                        fmt="o", markersize=4, color=look[family]["color"], capsize=2,
+                        label=family)
         for _, a in anchors[anchors["pair"] == pair].iterrows():
             for i, m in enumerate(methods):
                 if m == a["method"] or (a["method"] == "complexity" and m.startswith("complexity")):
@@ -265,14 +340,14 @@ def leaderboard(table: pd.DataFrame, anchors: pd.DataFrame, pairs: list[str],
         ax.set(xlim=(0, 1.02), xlabel="AUROC (OOD positive)", title=pair)
         ax.set_yticks(range(len(methods)), methods)
         ax.invert_yaxis()
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    for ax in axes[0][1:]:
+    handles, labels = panels[0].get_legend_handles_labels()
+    for ax in panels[1:len(pairs)]:
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             if lab not in labels:
                 handles.append(h)
                 labels.append(lab)
     unique = dict(zip(labels, handles, strict=True))
     fig.legend(unique.values(), unique.keys(), loc="lower center", ncol=len(unique),
-               bbox_to_anchor=(0.5, -0.02), fontsize="small")
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+               bbox_to_anchor=(0.5, 0.0), fontsize="small")
+    fig.tight_layout(rect=(0, legend_in / height, 1, 1))
     return fig

@@ -199,6 +199,22 @@ class FidelityRow:
     ours_before: float | None
     ours_now: float
     images: str
+    model: str | None  # checkpoint key of the model behind ours; None: a property of the data
+
+
+@dataclass(frozen=True)
+class Compute:
+    """What one trained model is and cost: size, training budget and time, from its record."""
+
+    key: str  # checkpoint key
+    model: str  # registry name
+    trained_on: str
+    parameters: int
+    steps: int
+    batch_size: int
+    train_images: int
+    cpu_s: float | None  # process CPU seconds; None: trained before the CPU clock was logged
+    wall_s: float
 
 
 @dataclass(frozen=True)
@@ -217,6 +233,15 @@ class TargetRow:
 # --------------------------------------------------------------------------- chapter results
 
 
+def compute(record: dict[str, Any]) -> Compute:
+    """A model's :class:`Compute` from its checkpoint record (``TrainedModel.record``)."""
+    return Compute(key=record["key"], model=record["model"], trained_on=record["dataset"],
+                   parameters=record["n_params"], steps=record["steps"],
+                   batch_size=record["train_config"]["batch_size"],
+                   train_images=record["train_data"]["n"], cpu_s=record.get("cpu_s"),
+                   wall_s=record["wall_s"])
+
+
 @dataclass(frozen=True)
 class Record:
     """Base of every chapter result: ``NAME`` is its file stem, ``CHAPTER`` the chapter that
@@ -224,6 +249,15 @@ class Record:
 
     NAME: ClassVar[str] = ""
     CHAPTER: ClassVar[str] = ""
+
+
+@dataclass(frozen=True)
+class GlowTraining(Record):
+    """Chapter 02: the compute of every Glow the book's first chapters use."""
+
+    NAME: ClassVar[str] = "glow_training"
+    CHAPTER: ClassVar[str] = "02_glow"
+    models: list[Compute]
 
 
 @dataclass(frozen=True)
@@ -315,8 +349,9 @@ def frame(rows: list[Any], headers: dict[str, str] | None = None) -> pd.DataFram
     return table[list(headers)].rename(columns=headers)
 
 
-RECORDS: dict[str, type[Record]] = {r.NAME: r for r in (Phenomenon, Decomposition, ConstantVolume,
-                                                        SecondOrder, Families, Remedies, Scorecard)}
+RECORDS: dict[str, type[Record]] = {r.NAME: r for r in (GlowTraining, Phenomenon, Decomposition,
+                                                        ConstantVolume, SecondOrder, Families,
+                                                        Remedies, Scorecard)}
 
 
 # --------------------------------------------------------------------------- (de)serialising

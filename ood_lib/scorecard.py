@@ -272,6 +272,22 @@ def verdicts(profile: str, claims: tuple[Claim, ...] = CLAIMS) -> list[records.V
     return out
 
 
+def _escaped(text: str) -> str:
+    """Text whose ``*`` (as in Σ_p*) cannot start emphasis in markdown."""
+    return text.replace("*", "\\*")
+
+
+def as_markdown(rows: list[records.Verdict]) -> str:
+    """The verdicts as a MyST definition list, readable at any width: per claim its text, then
+    the verdict with its reason, this build's evidence and the paper's number (labelled)."""
+    return "\n\n".join(
+        f"**{v.claim}. {_escaped(v.text)}**\n"
+        f": **{v.verdict}**: {_escaped(v.reason)}.\n"
+        f": *{VERDICT_HEADERS['evidence']}:* {_escaped(v.evidence)}\n"
+        f": *{VERDICT_HEADERS['paper']}:* {_escaped(v.paper)}"
+        for v in rows)
+
+
 # Display headers of the Verdict fields.
 VERDICT_HEADERS = {"claim": "claim", "text": "the paper says", "evidence": "this build",
                    "paper": paper.LABEL, "verdict": "verdict", "reason": "why"}
@@ -279,7 +295,7 @@ VERDICT_HEADERS = {"claim": "claim", "text": "the paper says", "evidence": "this
 
 def fidelity(profile: str) -> list[records.FidelityRow]:
     """Every published number of the paper (``ood_lib.paper``, recalled) beside ours now and,
-    where a model was retrained, ours before."""
+    where a model was retrained, ours before; ``model`` names the checkpoint behind ours."""
     saved = load(profile, (CLAIMS[0], CLAIMS[5]))
     rows = []
     for (dataset, evaluated), published in paper.GLOW_BPD.items():
@@ -287,14 +303,15 @@ def fidelity(profile: str) -> list[records.FidelityRow]:
         ours = _figure1(saved, dataset)[role]
         rows.append(records.FidelityRow(
             number=f"Glow on {_name(dataset)}, {ours.label}, mean bits/dim", paper=published,
-            ours_before=ours.before_bpd, ours_now=ours.mean_bpd, images=ours.images))
+            ours_before=ours.before_bpd, ours_now=ours.mean_bpd, images=ours.images,
+            model=_phenomenon(saved).models[dataset]))
     so = _get(saved, records.SecondOrder)
     for (train, ood), published in paper.CHANNEL_VARIANCE_SUMS.items():
         sums = [r for r in so.channel_sums if (r.trained_on, r.ood) == (train, ood)]
         for r, value in zip(sums, published, strict=True):
             rows.append(records.FidelityRow(
                 number=f"Σ_hw(σ²_{_name(train)} − σ²_{_name(ood)}), channel {r.channel}",
-                paper=value, ours_before=None, ours_now=r.ours, images=r.images))
+                paper=value, ours_before=None, ours_now=r.ours, images=r.images, model=None))
     return rows
 
 

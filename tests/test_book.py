@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -330,3 +331,66 @@ def test_budget_report_lists_rows_in_toc_order_with_the_html_build_last() -> Non
                                   skipped=["02_b"], budgets={}, total_budget=60,
                                   order=["01_a", "02_b", "03_c"])
     assert [line.split()[0] for line in lines[1:]] == ["01_a", "02_b", "03_c", "(HTML", "total"]
+
+
+# --- chapters that answer first -------------------------------------------------------------
+
+GLUE_ROLE = re.compile(r"\{glue(?::(?:text|md))?\}`[^`]+`")
+
+
+def first_markdown_cell(path: Path) -> str:
+    """The text of a chapter's first markdown cell (its label, title and what follows them up
+    to the first ``+++`` or code cell)."""
+    cells = jupytext.read(path).cells
+    return next(cell.source for cell in cells if cell.cell_type == "markdown")
+
+
+@pytest.mark.parametrize("page", [p for p in book.read_pages() if p.is_notebook],
+                         ids=lambda p: p.name)
+def test_chapter_opens_with_a_computed_answer(page: book.Page) -> None:
+    """The first markdown cell states the chapter's answer through a glue role, and holds no
+    typed number: every digit a reader meets first comes from the chapter's own run."""
+    text = first_markdown_cell(page.source)
+    roles = GLUE_ROLE.findall(text)
+    assert roles, f"{page.name}: no {{glue:text}}/{{glue:md}} role in its first markdown cell"
+    typed = re.findall(r"\d", GLUE_ROLE.sub("", text))
+    assert not typed, f"{page.name}: literal digits {typed} in its first markdown cell"
+    glued = {role.split("`")[1] for role in roles}
+    source = page.source.read_text(encoding="utf-8")
+    for name in glued:  # glued in the same chapter, never read from elsewhere
+        assert re.search(rf"glue\(\s*[\"']{re.escape(name)}[\"']", source), (
+            f"{page.name}: {name!r} is not glued by the chapter itself")
+
+
+def test_first_markdown_cell_check_can_fail(tmp_path: Path) -> None:
+    typed = write_chapter(tmp_path, "typed", "x = 1")
+    assert GLUE_ROLE.search(first_markdown_cell(typed)) is None
+    text = typed.read_text().replace("# typed\n", "# typed\n\nIt holds {glue:text}`a` in 3 of 4.\n")
+    typed.write_text(text)
+    assert re.findall(r"\d", GLUE_ROLE.sub("", first_markdown_cell(typed))) == ["3", "4"]
+
+
+# --- pages executed last --------------------------------------------------------------------
+
+
+def test_the_glance_page_runs_after_every_chapter_and_with_any_chapter() -> None:
+    pages = book.read_pages()
+    order = book.execution_order(pages)
+    glance = next(p for p in pages if p.name == "00_at_a_glance")
+    assert glance.last and order[-1] == glance
+    assert [p.name for p in order[:-1]] == [p.name for p in pages if p.is_notebook and not p.last]
+    assert [p.name for p in book.select(pages, ["03_phenomenon"])] == [
+        "03_phenomenon", "00_at_a_glance"]
+
+
+def test_a_last_page_re_executes_after_a_changed_chapter(project: Path) -> None:
+    write_chapter(project / "chapters", "00_z", "x = 1")
+    text = (project / "chapters" / "00_z.md").read_text()
+    (project / "chapters" / "00_z.md").write_text(
+        text.replace("kernelspec:", "book:\n  execute: last\nkernelspec:", 1))
+    (project / "_toc.yml").write_text(
+        "format: jb-book\nroot: chapters/intro\nchapters:\n  - file: chapters/00_z\n"
+        "  - file: chapters/01_a\n  - file: chapters/02_b\n")
+    assert build(project) == ["01_a", "02_b", "00_z"]
+    assert build(project) == []
+    assert build(project, "--chapter", "02_b", "--force") == ["02_b", "00_z"]

@@ -20,8 +20,19 @@ One test per page of the last build (``_build/html/**/*.html``, Sphinx's ``_stat
 - log no JavaScript error (uncaught exceptions and ``console.error``) beyond
   :data:`ALLOWED_CONSOLE_ERRORS`.
 
-A full-page screenshot of each page goes to ``_build/screenshots/<profile>/<page>.png``, the
-profile being the one of the build (``_build/html/.profile``, written by ``ood_lib.book``).
+Every page is opened at two widths (:data:`VIEWPORTS`): a desktop's 1280 px and a phone's
+390 px. At the phone's width the page must also
+
+- not scroll sideways: ``document.documentElement.scrollWidth`` is at most 390, and no element
+  sticks out past the right edge unless a box that scrolls holds it (a wide table, formula or
+  figure scrolls inside its own box, ``_static/book.css``); content cut off by an
+  ``overflow: hidden`` ancestor counts as sticking out. The test names the elements;
+- not overlap its text: no block of the article (paragraph, heading, list, table, figure,
+  cell) starts above the bottom of the block before it.
+
+A full-page screenshot of each page at each width goes to
+``_build/screenshots/<profile>/<page>-<width>.png``, the profile being the one of the build
+(``_build/html/.profile``, written by ``ood_lib.book``).
 
 The browser is the system's Chromium (Debian: ``apt-get install chromium``; or set
 ``$CHROMIUM``), driven by Playwright; if Playwright cannot launch it, the Chromium command line
@@ -56,7 +67,8 @@ HTML = build_dir() / "html"
 SCREENSHOTS = build_dir() / "screenshots"
 PROFILE_MARKER = HTML / ".profile"  # ood_lib.book.PROFILE_MARKER
 NOT_PAGES = {"_static", "_sources", "_images"}  # Sphinx's asset folders
-VIEWPORT = {"width": 1280, "height": 900}
+VIEWPORTS = {"desktop": {"width": 1280, "height": 900}, "phone": {"width": 390, "height": 844}}
+PHONE = VIEWPORTS["phone"]["width"]
 LAUNCH_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -286,6 +298,53 @@ class Visit:
     failed_loads: list[str]  # local files the page could not load
     broken_images: list[str]
     mathjax_loaded: bool | None  # None: the page has no formulas
+    scroll_width: int | None = None  # document.documentElement.scrollWidth (None: not measured)
+    too_wide: list[str] = field(default_factory=list)  # elements past the viewport's right edge
+    overlaps: list[str] = field(default_factory=list)  # article blocks drawn over the one before
+
+
+#: In the page, after its scripts ran: how wide the document is, which elements stick out past
+#: the viewport outside any box that scrolls them, and which blocks of the article overlap the
+#: block before them.
+LAYOUT_SCRIPT = """(width) => {
+    const describe = el => el.tagName.toLowerCase()
+        + (el.id ? "#" + el.id : "")
+        + (el.className && typeof el.className === "string"
+           ? "." + el.className.trim().split(/\\s+/).slice(0, 2).join(".") : "");
+    // the nearest ancestor that does not let its content overflow: OK if it scrolls (the
+    // reader can reach what sticks out) and itself fits; "hidden"/"clip" cut the content off
+    const scrolls = el => {
+        for (let p = el.parentElement; p; p = p.parentElement) {
+            const o = getComputedStyle(p).overflowX;
+            if (o === "auto" || o === "scroll")
+                return p.getBoundingClientRect().right <= width + 1;
+            if (o === "hidden" || o === "clip") return false;
+        }
+        return false;
+    };
+    const tooWide = [];
+    for (const el of document.querySelectorAll("body *")) {
+        const r = el.getBoundingClientRect();
+        const style = getComputedStyle(el);
+        if (r.width === 0 || r.right <= width + 1 || r.left >= width
+            || style.position === "fixed" || style.visibility === "hidden"
+            || el.closest("mjx-assistive-mml"))  // MathJax's copy for screen readers, unseen
+            continue;
+        if (!scrolls(el) && !tooWide.some(t => t.contains(el)))
+            tooWide.push(el);
+    }
+    const overlaps = [];
+    const blocks = "p, h1, h2, h3, h4, ul, ol, dl, table, figure, div.cell, div.admonition";
+    for (const el of document.querySelectorAll(".bd-article " + blocks)) {
+        const prev = el.previousElementSibling;
+        if (!prev || !prev.matches(blocks)) continue;
+        const a = prev.getBoundingClientRect(), b = el.getBoundingClientRect();
+        if (a.height && b.height && b.top < a.bottom - 2)
+            overlaps.push(describe(prev) + " / " + describe(el));
+    }
+    return {scrollWidth: document.documentElement.scrollWidth,
+            tooWide: tooWide.slice(0, 8).map(describe), overlaps: overlaps.slice(0, 8)};
+}"""
 
 
 class PlaywrightChromium:
@@ -309,15 +368,18 @@ class PlaywrightChromium:
         self.browser.close()
         self.playwright.stop()
 
-    def visit(self, path: Path, screenshot: Path, lands_on: Path) -> Visit:
-        """Open ``path``; ``lands_on`` is where it ends up (itself unless it redirects)."""
-        context = self.browser.new_context(viewport=VIEWPORT, device_scale_factor=1)
+    def visit(self, path: Path, screenshot: Path, lands_on: Path, viewport: dict[str, int]
+              ) -> Visit:
+        """Open ``path`` in a window of ``viewport``'s size; ``lands_on`` is where it ends up
+        (itself unless it redirects)."""
+        context = self.browser.new_context(viewport=viewport, device_scale_factor=1)
         try:
-            return self._visit(context, path, screenshot, lands_on)
+            return self._visit(context, path, screenshot, lands_on, viewport["width"])
         finally:
             context.close()
 
-    def _visit(self, context: Any, path: Path, screenshot: Path, lands_on: Path) -> Visit:
+    def _visit(self, context: Any, path: Path, screenshot: Path, lands_on: Path, width: int
+               ) -> Visit:
         network: list[str] = []
         console: list[str] = []
         failed: list[str] = []
@@ -360,9 +422,11 @@ class PlaywrightChromium:
             }"""
         )
         page.evaluate("() => document.fonts.ready.then(() => true)")
+        layout = page.evaluate(LAYOUT_SCRIPT, width)
         page.screenshot(path=str(screenshot), full_page=True)
         facts = analyse(page.content())
-        return Visit(lands_on.as_uri(), facts, console, network, failed, broken, mathjax)
+        return Visit(lands_on.as_uri(), facts, console, network, failed, broken, mathjax,
+                     layout["scrollWidth"], layout["tooWide"], layout["overlaps"])
 
 
 class CommandLineChromium:
@@ -382,13 +446,15 @@ class CommandLineChromium:
                    "--virtual-time-budget=20000", *args]
         return subprocess.run(command, capture_output=True, text=True, timeout=180, check=False)
 
-    def visit(self, path: Path, screenshot: Path, lands_on: Path) -> Visit:
-        """Dump and screenshot ``lands_on`` (a redirect page's target: no waiting here)."""
+    def visit(self, path: Path, screenshot: Path, lands_on: Path, viewport: dict[str, int]
+              ) -> Visit:
+        """Dump and screenshot ``lands_on`` (a redirect page's target: no waiting here); the
+        layout of the page is not measured."""
         url = lands_on.as_uri()
         dump = self._run("--enable-logging=stderr", "--v=0", "--dump-dom", url)
         if dump.returncode != 0 or not dump.stdout.strip():
             raise RuntimeError(f"chromium --dump-dom {url} failed: {dump.stderr[-2000:]}")
-        self._run(f"--window-size={VIEWPORT['width']},4000", f"--screenshot={screenshot}", url)
+        self._run(f"--window-size={viewport['width']},4000", f"--screenshot={screenshot}", url)
         console, failed = [], []
         for line in dump.stderr.splitlines():
             m = self.CONSOLE.search(line)
@@ -467,8 +533,9 @@ def executed_notebook(page: Path) -> Path | None:
     return staged if staged.is_file() else None
 
 
+@pytest.mark.parametrize("width", list(VIEWPORTS))
 @pytest.mark.parametrize("page", PAGES or [None], ids=[p.as_posix() for p in PAGES] or ["none"])
-def test_page(page: Path | None, request: pytest.FixtureRequest) -> None:
+def test_page(page: Path | None, width: str, request: pytest.FixtureRequest) -> None:
     if page is None:
         not_available(
             f"no built book in {HTML}: build it first, e.g. "
@@ -477,10 +544,12 @@ def test_page(page: Path | None, request: pytest.FixtureRequest) -> None:
     browser = request.getfixturevalue("browser")
     screenshot_dir = request.getfixturevalue("screenshot_dir")
     path = HTML / page
-    shot = screenshot_dir / (page.with_suffix("").as_posix().replace("/", "__") + ".png")
+    viewport = VIEWPORTS[width]
+    shot = screenshot_dir / (page.with_suffix("").as_posix().replace("/", "__")
+                             + f"-{viewport['width']}.png")
     lands_on = redirect_target(path) or path
     assert lands_on.is_file(), f"{page} redirects to {lands_on}, which does not exist"
-    visit = browser.visit(path, shot, lands_on)
+    visit = browser.visit(path, shot, lands_on, viewport)
     facts = visit.facts
     problems: list[str] = []
 
@@ -496,6 +565,14 @@ def test_page(page: Path | None, request: pytest.FixtureRequest) -> None:
         problems.append(f"TeX shown as text inside formulas: {facts.tex_in_text[:5]}")
     if facts.raw_tex:
         problems.append(f"raw TeX in the page's text: {facts.raw_tex[:5]}")
+
+    # layout at a phone's width
+    if viewport["width"] == PHONE and visit.scroll_width is not None:
+        if visit.scroll_width > PHONE or visit.too_wide:
+            problems.append(f"content wider than {PHONE} px: scrollWidth {visit.scroll_width}; "
+                            f"sticking out or cut off: {visit.too_wide}")
+        if visit.overlaps:
+            problems.append(f"blocks drawn over the one before them: {visit.overlaps}")
 
     # images and outputs
     if visit.broken_images:
@@ -547,4 +624,5 @@ def test_page(page: Path | None, request: pytest.FixtureRequest) -> None:
         problems.append(f"JavaScript console errors: {errors}")
 
     assert shot.is_file() and shot.stat().st_size > 0, f"no screenshot at {shot}"
-    assert not problems, f"{page} ({browser.name}):\n  " + "\n  ".join(problems)
+    assert not problems, f"{page} at {viewport['width']} px ({browser.name}):\n  " + "\n  ".join(
+        problems)

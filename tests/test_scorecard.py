@@ -51,7 +51,7 @@ def _saved() -> list[records.Record]:
                   "notmnist": _figure1(4.0, 3.8, 3.2, (None, None, None))},
             seeds={"cifar10": _seeds(-1.3), "fashion_mnist": _seeds(-1.4, -1.2, -1.5),
                    "notmnist": _seeds(-0.6, -0.8, -0.7)},
-            models={}),
+            models={d: f"glow-{d}-key" for d in ("cifar10", "fashion_mnist", "notmnist")}),
         records.Families(
             scores=[FamilyScore("glow", "cifar10", 4.0, 4.0, 2.7, 0.1)],
             strength={"cifar10": [Strength(f, v, v - 0.02, v + 0.02, b) for f, v, b in
@@ -168,6 +168,8 @@ def test_fidelity_lists_every_published_number(saved: dict) -> None:
     assert len(rows) == len(paper.GLOW_BPD) + 3
     assert rows[0].ours_before == pytest.approx(rows[0].ours_now + 0.2)
     assert {r.paper for r in rows[-3:]} == {12.3, 6.5, 14.5}
+    # each Glow number names the model behind it (its compute is on the at-a-glance page)
+    assert [r.model for r in rows] == [f"glow-{d}-key" for d, _ in paper.GLOW_BPD] + [None] * 3
 
 
 def test_claim_5_is_worded_over_the_logged_epochs(saved: dict) -> None:
@@ -199,3 +201,15 @@ def test_targets_flag_shortfalls_read_the_records_and_name_a_missing_one(saved: 
     (results.results_dir(PROFILE) / "families.json").unlink()
     with pytest.raises(results.MissingResultError, match="'families'"):
         scorecard.targets(PROFILE, goals)
+
+
+def test_verdicts_as_markdown_lead_with_verdict_and_escape_emphasis(saved: dict) -> None:
+    verdicts = scorecard.verdicts(PROFILE)
+    text = scorecard.as_markdown(verdicts)
+    blocks = text.split("\n\n")
+    assert len(blocks) == len(verdicts)
+    for v, block in zip(verdicts, blocks, strict=True):
+        term, first, *_ = block.splitlines()
+        assert term.startswith(f"**{v.claim}. ") and first == f": **{v.verdict}**: " + v.reason.replace(
+            "*", "\\*") + "."
+    assert "Σ_p\\*" in blocks[5] and "Σ_p*)" not in blocks[5]
