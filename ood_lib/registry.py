@@ -251,26 +251,29 @@ def make_spec(model: str, dataset: str, profile: str, train_split: data.Split, s
 
 
 def legacy_spec(spec: ModelSpec) -> ModelSpec | None:
-    """The model that stood for ``spec`` before the held-out split existed: the same model
-    configuration, seed, noise and weight penalty, trained on the whole official training
-    split (its ``val`` images included) with the budget of its day, as recorded in the
-    checkpoint manifest; or ``None``. Such a checkpoint is loaded only as a *stale* stand-in
+    """The model that stood for ``spec`` before the held-out split existed: the same family,
+    seed, noise and weight penalty, trained on the whole official training split (its ``val``
+    images included) with the configuration and budget of its day, as recorded in the
+    checkpoint manifest (one of the same configuration first: a retrained model may also have
+    a new architecture); or ``None``. Such a checkpoint is loaded only as a *stale* stand-in
     (:func:`get`)."""
     manifest_path = checkpoint_root(spec.profile) / "manifest.json"
     if spec.dataset not in data.HELD_OUT or not manifest_path.exists():
         return None
     noise, l2 = spec.train_config.noise_fraction, spec.train_config.l2
-    for key, r in sorted(json.loads(manifest_path.read_text()).items()):
+    candidates = [
+        (key, r) for key, r in sorted(json.loads(manifest_path.read_text()).items())
         if ((r["model"], r["dataset"], r["profile"], r["seed"]) == (spec.model, spec.dataset,
                                                                     spec.profile, spec.seed)
-                and r["model_config"] == spec.model_config
-                and r["train_config"].get("noise_fraction", 0.0) == noise
-                and r["train_config"].get("l2", 0.0) == l2
-                and "index_range" not in r["train_data"]):
-            old = replace(spec, train_config=TrainConfig(**r["train_config"]), train_data={
-                k: r["train_data"][k] for k in ("split", "n", "official_size")})
-            if old.key == key:
-                return old
+            and r["train_config"].get("noise_fraction", 0.0) == noise
+            and r["train_config"].get("l2", 0.0) == l2
+            and "index_range" not in r["train_data"])]
+    for key, r in sorted(candidates, key=lambda c: c[1]["model_config"] != spec.model_config):
+        old = replace(spec, model_config=r["model_config"],
+                      train_config=TrainConfig(**r["train_config"]),
+                      train_data={k: r["train_data"][k] for k in ("split", "n", "official_size")})
+        if old.key == key:
+            return old
     return None
 
 

@@ -110,6 +110,22 @@ def test_a_stale_stand_in_gets_no_fitted_scores(data_root: Path) -> None:
     assert "val" not in fitted.sets and "include held-out images" in fitted.fit_note
 
 
+@pytest.mark.parametrize(("model", "shipped"), [("pixelcnn", "pixelcnn-cifar10-cpu-c75a305015"),
+                                               ("vae", "vae-cifar10-cpu-ee110c510c"),
+                                               ("glow_cv", "glow_cv-cifar10-cpu-d76e3cd044")])
+def test_the_model_a_retrained_one_replaced_is_found_across_a_new_architecture(
+        data_root: Path, model: str, shipped: str) -> None:
+    """The cpu CIFAR-10 PixelCNN and VAE were retrained with new architectures: the model each
+    replaced (another configuration, all 50,000 images) is still their stale stand-in and
+    predecessor; CV-Glow kept its configuration and finds its own."""
+    spec = registry.make_spec(model, "cifar10", "cpu",
+                              registry.training_split("cifar10", "cpu", data_root))
+    old = registry.legacy_spec(spec)
+    assert old is not None and old.key == shipped and shipped in _records()
+    assert (old.model_config == spec.model_config) == (model == "glow_cv")
+    assert "index_range" not in _records()[shipped]["train_data"]
+
+
 def test_cosine_schedule_and_unchanged_keys_at_the_default() -> None:
     cfg = TrainConfig(steps=1_100, warmup_steps=100, lr=1e-3, lr_schedule="cosine")
     assert cfg.lr_at(0) == pytest.approx(1e-5)
