@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_glow import _spread, count_flops, matmul_peak, peak_memory_mib, timed
+from bench_glow import _spread, count_flops, matmul_peak, peak_memory_mib, print_rows, timed
 from torch.profiler import ProfilerActivity, profile
 
 from ood_lib import data, paths, profiles, registry, scoring
@@ -275,10 +275,7 @@ def main() -> None:
     for family in args.family or FAMILIES:
         rows += bench(family, args, baseline, device)
     rows.append(("peak memory", f"{peak_memory_mib(device):.0f} MiB (all models)"))
-    width = max(len(k) for k, _ in rows)
-    print()
-    for key, value in rows:
-        print(f"{key:<{width}}  {value}")
+    print_rows(rows)
 
 
 if __name__ == "__main__":

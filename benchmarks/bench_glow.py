@@ -239,6 +239,11 @@ def main() -> None:
     if args.diagnose:
         rows += glow_diagnostics.layer_split(current, lambda: train_step("current"))
         rows += glow_diagnostics.onednn_summary() + glow_diagnostics.variants()
+    print_rows(rows)
+
+
+def print_rows(rows: list[tuple[str, str]]) -> None:
+    """The benchmark's figures as an aligned two-column table."""
     width = max(len(k) for k, _ in rows)
     print()
     for key, value in rows:
