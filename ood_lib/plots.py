@@ -201,7 +201,8 @@ def overlaid_histograms(
     each is normalised to integrate to one (e.g. per-image bits/dim of two test sets, or
     per-dimension variances of two datasets). ``span`` = (q_lo, q_hi) limits the bins to
     those quantiles of the pooled values, so that a few extreme outliers do not squash the
-    plot (the densities are then those of the values inside the span).
+    plot (the densities are then those of the values inside the span). Each legend entry
+    gives its sample's size, ``n``.
     """
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3.5))
@@ -210,7 +211,8 @@ def overlaid_histograms(
     style = styles(list(values))
     for label, v in values.items():
         density, _ = np.histogram(np.ravel(v), bins=edges, density=True)
-        ax.stairs(density, edges, label=label, linewidth=1.5, **style[label])
+        ax.stairs(density, edges, label=f"{label} (n = {np.size(v):,})", linewidth=1.5,
+                  **style[label])
         ax.stairs(density, edges, fill=True, alpha=0.15, color=style[label]["color"])
     ax.set_ylabel("density")
     if xlabel:

@@ -291,6 +291,7 @@ class ConstantVolume(Record):
     gaps: list[GapOverTraining]
     log_det_spread: dict[str, float]  # "<model>-<dataset>" -> nats over the test images
     models: dict[str, str]
+    compute: list[Compute]  # what each model cost (scorecard's targets)
 
 
 @dataclass(frozen=True)
@@ -316,6 +317,7 @@ class Families(Record):
     strength: dict[str, list[Strength]]  # training set -> per family
     differences: dict[str, list[StrengthDifference]]
     models: dict[str, str]
+    compute: list[Compute]  # what each model cost (scorecard's targets)
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,11 @@ blank row. :func:`fidelity` puts every published number of the paper beside ours
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from ood_lib import data, paper, paths, profiles, records, results
+from ood_lib import data, paper, profiles, records, results
 from ood_lib.records import Record
 
 R = TypeVar("R", bound=Record)
@@ -315,15 +314,6 @@ def fidelity(profile: str) -> list[records.FidelityRow]:
     return rows
 
 
-def _cpu_hours(key: str | None) -> float | None:
-    """The CPU time a checkpoint's training logged (its ``record.json``), in hours."""
-    path = None if key is None else paths.checkpoints_dir() / key / "record.json"
-    if path is None or not path.exists():
-        return None
-    cpu_s = json.loads(path.read_text()).get("cpu_s")
-    return None if cpu_s is None else cpu_s / 3600
-
-
 def targets(profile: str, goals: dict[tuple[str, str], float] | None = None
             ) -> list[records.TargetRow]:
     """Each model of ``goals`` (default: the profile's :data:`ood_lib.profiles.BPD_TARGETS`,
@@ -345,9 +335,10 @@ def targets(profile: str, goals: dict[tuple[str, str], float] | None = None
             raise results.MissingResultError(
                 f"result {cls.NAME!r} has no score of {model} on {dataset}")
         key = record.models.get(f"{model}-{dataset}")
+        cpu_s = next((c.cpu_s for c in record.compute if c.key == key), None)
         rows.append(records.TargetRow(model=model, trained_on=dataset, target=target,
                                       test_bpd=score.test_bpd, met=score.test_bpd <= target,
-                                      cpu_hours=_cpu_hours(key), checkpoint=key or "–"))
+                                      cpu_hours=None if cpu_s is None else cpu_s / 3600, checkpoint=key or "–"))
     return rows
 
 

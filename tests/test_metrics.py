@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ood_lib.metrics import aupr, auroc, detection_report, fpr_at_tpr
+from ood_lib.metrics import aupr, auroc, auroc_of_counts, detection_report, fpr_at_tpr
 
 
 def test_auroc_matches_brute_force_pair_count() -> None:
@@ -42,3 +42,16 @@ def test_infinite_scores_rank_as_extremes() -> None:
     assert auroc(in_dist, ood) == pytest.approx((3 + 2) / 6)
     assert auroc(np.array([np.inf]), np.array([0.0])) == 0.0
     assert fpr_at_tpr(in_dist, np.array([np.inf, np.inf])) == 0.0
+
+
+def test_auroc_of_counts_equals_auroc_on_resamples_with_ties_and_infinities() -> None:
+    rng = np.random.default_rng(3)
+    s_in = np.r_[rng.integers(0, 20, 300).astype(float), np.inf]
+    s_out = np.r_[rng.integers(5, 30, 200).astype(float), np.inf, -np.inf]
+    values, inverse = np.unique(np.r_[s_in, s_out], return_inverse=True)
+    u_in, u_out = inverse[: len(s_in)], inverse[len(s_in):]
+    for _ in range(20):
+        i, j = rng.integers(0, len(s_in), len(s_in)), rng.integers(0, len(s_out), len(s_out))
+        counted = auroc_of_counts(np.bincount(u_in[i], minlength=len(values)),
+                                          np.bincount(u_out[j], minlength=len(values)))
+        assert counted == auroc(s_in[i], s_out[j])  # exact, not approximate

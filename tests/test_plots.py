@@ -39,8 +39,8 @@ def test_plotting_functions_draw_in_the_book_palette() -> None:
     ax = plots.overlaid_histograms({"SVHN-Test": np.arange(10.0), "CIFAR10-Test": np.ones(10)})
     drawn = {p.get_label(): to_rgb(p.get_edgecolor()) for p in ax.patches
              if p.get_label() and not p.get_label().startswith("_")}
-    assert drawn == {"SVHN-Test": plots.DATASET_COLOURS["svhn"],
-                     "CIFAR10-Test": plots.DATASET_COLOURS["cifar10"]}
+    assert drawn == {"SVHN-Test (n = 10)": plots.DATASET_COLOURS["svhn"],
+                     "CIFAR10-Test (n = 10)": plots.DATASET_COLOURS["cifar10"]}
     table = pd.DataFrame([{"pair": "p", "method": "NLL", "model": m, "auroc": 0.4, "auroc_lo": 0.3,
                            "auroc_hi": 0.5} for m in ("PixelCNN", "VAE")])
     fig = plots.leaderboard(table, pd.DataFrame(columns=["pair", "method", "auroc"]), ["p"],

@@ -58,11 +58,11 @@ def _saved() -> list[records.Record]:
                                   (("glow", 0.45, 3.9), ("pixelcnn", 0.1, 4.5), ("vae", 0.3, 5.5))]},
             differences={"cifar10": [StrengthDifference("pixelcnn", f, d, d - 0.05, d + 0.05, True)
                                      for f, d in (("glow", -0.35), ("vae", -0.2))]},
-            models={}),
+            models={}, compute=[]),
         records.Decomposition(terms={d: terms for d in ("notmnist", "cifar10", "fashion_mnist")},
                               models={}),
         records.ConstantVolume(
-            scores=[], log_det_spread={}, models={},
+            scores=[], log_det_spread={}, models={}, compute=[],
             gaps=[GapOverTraining("glow_cv", d, 14, 4.5, 14, True, -1.2)
                   for d in ("cifar10", "fashion_mnist")]),
         records.SecondOrder(
@@ -194,6 +194,13 @@ def test_targets_flag_shortfalls_read_the_records_and_name_a_missing_one(saved: 
     assert [(r.model, r.test_bpd, r.met) for r in rows] == [("glow", 4.0, True),
                                                              ("glow_cv", 3.95, False)]
     assert all(r.cpu_hours is None for r in rows)  # no checkpoint behind the minimal records
+    fam = saved["families"]
+    fam["models"] = {"glow-cifar10": "glow-key"}
+    fam["compute"] = [{"key": "glow-key", "model": "glow", "trained_on": "cifar10",
+                       "parameters": 1, "steps": 1, "batch_size": 1, "train_images": 1,
+                       "cpu_s": 5400.0, "wall_s": 6000.0}]
+    results.save_json(PROFILE, "families", fam)
+    assert scorecard.targets(PROFILE, goals)[0].cpu_hours == 1.5  # the record's CPU clock
     assert not scorecard.targets(PROFILE)  # the smoke profile sets no targets
     assert [r.met for r in scorecard.targets(PROFILE, {("glow", "cifar10"): 3.99})] == [False]
     with pytest.raises(results.MissingResultError, match="no score of vae"):

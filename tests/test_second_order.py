@@ -117,6 +117,21 @@ def test_expansion_is_exact_for_a_linear_flow() -> None:
     torch.testing.assert_close(deriv.hessian, -a.T @ a, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("additive", [False, True])
+def test_float32_hessian_agrees_with_float64_and_comes_back_float64(additive: bool) -> None:
+    torch.manual_seed(0)
+    cfg = GlowConfig(in_channels=1, image_size=4, levels=2, steps=2, hidden=8, additive=additive)
+    model = perturb(Glow(cfg))
+    x0 = torch.rand(16, generator=torch.Generator().manual_seed(2), dtype=F64) - 0.5
+    d64 = derivatives(log_density(model), x0, chunk=5)
+    d32 = derivatives(log_density(model, dtype=torch.float32), x0, chunk=5, dtype=torch.float32)
+    assert d32.hessian.dtype == d32.grad.dtype == F64
+    scale = d64.hessian.abs().max()
+    assert (d32.hessian - d64.hessian).abs().max() < 1e-4 * scale
+    assert (d32.hessian - d64.hessian).abs().max() > 0  # really computed in float32
+    torch.testing.assert_close(d32.grad, d64.grad, rtol=1e-4, atol=1e-4 * d64.grad.abs().max())
+
+
 def test_gap_refuses_expansions_around_different_points() -> None:
     model = LinearFlow(torch.eye(4, dtype=F64), torch.zeros(4, dtype=F64), (1, 2, 2))
     m = Moments(torch.zeros(4, dtype=F64), torch.eye(4, dtype=F64), n=1, shape=(1, 2, 2))

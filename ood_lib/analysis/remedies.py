@@ -86,7 +86,7 @@ from scipy.stats import gaussian_kde, rankdata
 from sklearn import metrics as skm
 
 from ood_lib import data, records, scoring
-from ood_lib.metrics import aupr, auroc, fpr_at_tpr
+from ood_lib.metrics import aupr, auroc, auroc_of_counts, fpr_at_tpr
 from ood_lib.models.base import DensityModel
 from ood_lib.scoring import EvalSet
 
@@ -373,8 +373,8 @@ def bootstrap_auroc(in_dist: np.ndarray, ood: np.ndarray, n_boot: int = 200,
                     seed: int = 0) -> tuple[float, float, float]:
     r"""AUROC and its 95% percentile bootstrap interval: each resample draws $n_-$ in-distribution
     and $n_+$ OOD scores with replacement, independently. A resample is a count $c_v$ per
-    distinct score value $v$, so its AUROC is one weighted pass over sorted values (ties count
-    one half), vectorised over resamples."""
+    distinct score value $v$, so its AUROC is one weighted pass over sorted values
+    (:func:`ood_lib.metrics.auroc_of_counts`), vectorised over resamples."""
     point = auroc(in_dist, ood)  # validates (NaN, empty sets)
     a, b = np.asarray(in_dist, float), np.asarray(ood, float)
     values, inverse = np.unique(np.r_[a, b], return_inverse=True)
@@ -391,11 +391,7 @@ def bootstrap_auroc(in_dist: np.ndarray, ood: np.ndarray, n_boot: int = 200,
                            minlength=n_b * n_u).reshape(n_b, n_u)
         c_ood = np.bincount((u_ood[rng.integers(0, len(b), (n_b, len(b)))] + offset).ravel(),
                             minlength=n_b * n_u).reshape(n_b, n_u)
-        # below[r, v] = in-distribution draws with a score < v
-        below = np.cumsum(c_in, axis=1) - c_in
-        # AUROC_r = sum_v c_ood[r, v] (below[r, v] + c_in[r, v] / 2) / (n_- n_+)
-        boot[start : start + n_b] = ((c_ood * (below + 0.5 * c_in)).sum(axis=1)
-                                     / (len(a) * len(b)))
+        boot[start : start + n_b] = auroc_of_counts(c_in, c_ood)
     lo, hi = np.percentile(boot, [2.5, 97.5])
     return point, float(lo), float(hi)
 

@@ -28,8 +28,11 @@ what the paper's closed form (:mod:`ood_lib.analysis.closed_form`) uses.
 **Units.** All statistics are in the model's input units, $u = (x_n + \tfrac12)/2^n - \tfrac12$
 for the $n$-bit level $x_n$ of a pixel (bin centres, what evaluation scores; see
 :func:`ood_lib.transforms.dequantize`), not on the $[0, 1]$ scale: for $n = 8$ a variance on $[0, 1]$
-(level / 255) is $(256/255)^2 \approx 1.0078$ times the same variance in input units. Everything is
-computed in float64 on a float64 copy of the model.
+(level / 255) is $(256/255)^2 \approx 1.0078$ times the same variance in input units. Moments,
+traces and expansions are float64. The Hessian-vector products run in the trained model's own
+float32 (:data:`HESSIAN_DTYPE`): on this CPU float64 convolutions take about four times as
+long, and :func:`precision_check` measures what float32 costs in accuracy against a float64
+copy of the same model.
 
 **Exact trace.** :func:`derivatives` builds the whole Hessian, one Hessian-vector product (HVP)
 $H e_j = H_{:, j}$ per input dimension ($D$ of them: 3,072 for CIFAR-10), by forward-over-reverse
@@ -63,6 +66,8 @@ from ood_lib.likelihood import evaluate
 from ood_lib.scoring import ScoredPair
 
 F64 = torch.float64
+# Precision of the Hessian-vector products of :func:`analyse` (see the module docstring).
+HESSIAN_DTYPE = torch.float32
 
 
 def _check_uint8(x: Tensor, what: str) -> None:
@@ -133,23 +138,24 @@ def moments(images: Tensor, n_bits: int = 8, chunk: int = 5000) -> Moments:
 
 
 def log_density(
-    model: torch.nn.Module, shape: tuple[int, int, int] | None = None
+    model: torch.nn.Module, shape: tuple[int, int, int] | None = None, dtype: torch.dtype = F64
 ) -> Callable[[Tensor], Tensor]:
     """The function ``u [B, D] -> log p(u) [B]`` (nats) of a continuous model, evaluated by a
-    float64 copy of it in eval mode (the caller's model is left untouched). ``shape`` is the
-    image shape (C, H, W); by default ``model.input_shape``. Rows are scored independently."""
+    copy of it in ``dtype`` (float64 by default) in eval mode (the caller's model is left
+    untouched). ``shape`` is the image shape (C, H, W); by default ``model.input_shape``. Rows
+    are scored independently."""
     if getattr(model, "likelihood", None) != "continuous":
         raise ValueError(
             "log_density needs a continuous density (model.likelihood == 'continuous'), got "
             f"{type(model).__name__} with likelihood {getattr(model, 'likelihood', None)!r}"
         )
     shape = tuple(shape if shape is not None else model.input_shape)
-    net = copy.deepcopy(model).to(F64).eval().requires_grad_(False)
+    net = copy.deepcopy(model).to(dtype).eval().requires_grad_(False)
     param = next(net.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
 
     def f(u: Tensor) -> Tensor:
-        x = u.to(device=device, dtype=F64).reshape(-1, *shape)  # [B, C, H, W]
+        x = u.to(device=device, dtype=dtype).reshape(-1, *shape)  # [B, C, H, W]
         return net.log_prob_parts(x)["log_px"]  # [B]
 
     return f
@@ -172,35 +178,37 @@ def gradient(f: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
     return grad(lambda v: f(v[None])[0])
 
 
-def hessian_products(f: Callable[[Tensor], Tensor], y: Tensor,
-                     chunk: int = 64) -> Callable[[Tensor], Tensor]:
-    r"""``V [N, D] -> (H(y) v_i)_i [N, D]``, $H(y)$ the Hessian of ``f`` at ``y``: each product
-    by forward-mode differentiation of the gradient,
+def hessian_products(f: Callable[[Tensor], Tensor], y: Tensor, chunk: int = 64,
+                     dtype: torch.dtype = F64) -> Callable[[Tensor], Tensor]:
+    r"""``V [N, D] -> (H(y) v_i)_i [N, D]`` (float64), $H(y)$ the Hessian of ``f`` at ``y``: each
+    product by forward-mode differentiation of the gradient,
     $H v = \frac{d}{d\epsilon} \nabla f(y + \epsilon v)|_{\epsilon=0}$ (``jvp`` of ``grad``),
     vectorised (``vmap``) over ``chunk`` rows so the forward and backward pass at $y$ is
-    shared."""
-    y = y.detach().to(F64).flatten()
+    shared; computed in ``dtype``, the precision ``f`` evaluates in."""
+    y = y.detach().to(dtype).flatten()
     grad_f = gradient(f)
     # H v = d/de grad f(y + e v) at e = 0
     hvps = vmap(lambda u: jvp(grad_f, (y,), (u,))[1])
-    return lambda v: torch.cat([hvps(v[i:i + chunk].to(F64)) for i in range(0, len(v), chunk)])
+    return lambda v: torch.cat([hvps(v[i:i + chunk].to(dtype)).to(F64)
+                                for i in range(0, len(v), chunk)])
 
 
 def derivatives(
-    f: Callable[[Tensor], Tensor], x0: Tensor, chunk: int = 64, progress: bool = False
+    f: Callable[[Tensor], Tensor], x0: Tensor, chunk: int = 64, progress: bool = False,
+    dtype: torch.dtype = F64,
 ) -> Derivatives:
-    r"""Value, gradient and full Hessian of ``f`` (``[B, D] -> [B]``, e.g. :func:`log_density`)
-    at ``x0`` (``[D]`` or any shape with D elements), in float64.
+    r"""Value, gradient and full Hessian of ``f`` (``[B, D] -> [B]``, e.g. :func:`log_density`
+    in ``dtype``) at ``x0`` (``[D]`` or any shape with D elements), returned in float64.
 
     The Hessian is built ``chunk`` columns at a time, $H_{:, j} = H e_j$, by
     :func:`hessian_products`. $D$ products in all; never a full autograd Hessian."""
     start = time.perf_counter()
     x0 = x0.detach().to(F64).flatten()  # [D]
     d = x0.numel()
-    products = hessian_products(f, x0, chunk)
+    products = hessian_products(f, x0, chunk, dtype)
     with torch.no_grad():
-        log_p_x0 = float(f(x0[None])[0])
-    g = gradient(f)(x0).to(x0.device)  # [D]
+        log_p_x0 = float(f(x0[None].to(dtype))[0])
+    g = gradient(f)(x0.to(dtype)).to(device=x0.device, dtype=F64)  # [D]
     hessian = torch.empty(d, d, dtype=F64, device=x0.device)
     for j in tqdm(range(0, d, chunk), desc="Hessian columns", disable=not progress):
         cols = torch.arange(j, min(j + chunk, d), device=x0.device)
@@ -334,8 +342,10 @@ class PairAnalysis:
                 "measured": self.measured[q] - self.measured[p]}
 
 
-# Bump when the cached derivatives change meaning.
-_DERIVATIVES_VERSION = "1"
+# Bump when the cached derivatives change meaning (2: float32 Hessian-vector products).
+_DERIVATIVES_VERSION = "2"
+# Columns per vectorised chunk of Hessian-vector products in :func:`analyse`.
+_HVP_CHUNK = 128
 
 
 def analyse(pair: ScoredPair, profile: str, progress: bool = True) -> PairAnalysis:
@@ -347,7 +357,8 @@ def analyse(pair: ScoredPair, profile: str, progress: bool = True) -> PairAnalys
     key = scoring.cache_key(trained, pair.sets["train"].images, analysis=_DERIVATIVES_VERSION)
 
     def compute() -> dict[str, np.ndarray]:
-        d = derivatives(log_density(trained.model), x0, progress=progress)
+        d = derivatives(log_density(trained.model, dtype=HESSIAN_DTYPE), x0, chunk=_HVP_CHUNK,
+                        progress=progress, dtype=HESSIAN_DTYPE)
         return {"log_p_x0": np.array(d.log_p_x0), "grad": d.grad.cpu().numpy(),
                 "hessian": d.hessian.cpu().numpy(), "seconds": np.array(d.seconds)}
 
@@ -359,6 +370,41 @@ def analyse(pair: ScoredPair, profile: str, progress: bool = True) -> PairAnalys
         model_key=trained.key, derivatives=d, x0=x0, moments=stats,
         expansions={r: expand(d, x0, m) for r, m in stats.items()},
         measured={r: float(pair.scores[r]["log_px"].mean()) for r in pair.sets})
+
+
+@dataclass
+class PrecisionCheck:
+    r"""The Hessian of :func:`analyse` (float32 products) against the same model's float64 one
+    at the same $x_0$: the largest entry difference relative to the largest entry, the relative
+    difference of $\tfrac12 \operatorname{Tr}\{H(\Sigma_q - \Sigma_{p^*})\}$, and the number
+    of positive eigenvalues in each precision."""
+
+    model_key: str
+    max_entry_error: float
+    covariance_term_error: float
+    positive_eigenvalues: dict[str, int]
+
+
+def precision_check(pair: ScoredPair, a: PairAnalysis, profile: str,
+                    progress: bool = True) -> PrecisionCheck:
+    """Rebuild ``a``'s Hessian with float64 products (cached by content like the float32 one)
+    and compare (:class:`PrecisionCheck`): what :data:`HESSIAN_DTYPE` costs in accuracy."""
+    trained = pair.trained
+    key = scoring.cache_key(trained, pair.sets["train"].images,
+                            analysis=_DERIVATIVES_VERSION + "-float64")
+    h64 = torch.from_numpy(scoring.cached(
+        profile, f"hessian64-{trained.key}", key,
+        lambda: {"hessian": derivatives(log_density(trained.model), a.x0, chunk=_HVP_CHUNK,
+                                        progress=progress).hessian.cpu().numpy()})["hessian"])
+    h32 = a.derivatives.hessian
+    delta = a.moments["ood"].cov - a.moments["train"].cov
+    term = {name: 0.5 * float((h * delta).sum()) for name, h in (("32", h32), ("64", h64))}
+    return PrecisionCheck(
+        model_key=trained.key,
+        max_entry_error=float((h32 - h64).abs().max() / h64.abs().max()),
+        covariance_term_error=abs(term["32"] - term["64"]) / abs(term["64"]),
+        positive_eigenvalues={f"float{n}": int((torch.linalg.eigvalsh(h) > 0).sum())
+                              for n, h in (("32", h32), ("64", h64))})
 
 
 def expectation_table(a: PairAnalysis, labels: dict[str, str]) -> pd.DataFrame:
