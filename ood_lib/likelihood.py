@@ -47,8 +47,9 @@ def evaluate(
 ) -> dict[str, np.ndarray]:
     """Per-image log-likelihood parts and bits/dim of uint8 images ``x`` ``[N, C, H, W]``.
 
-    Returns float64 arrays of shape ``[N]``: every part of ``model.log_prob_parts`` (nats) and
-    ``bpd``. Deterministic: bin-centre dequantization (continuous models), model in eval mode.
+    Returns float64 arrays of shape ``[N]``: every part of ``model.score_parts`` (the
+    log-likelihood parts in nats, and any per-image statistic the family adds) and ``bpd``.
+    Deterministic: bin-centre dequantization (continuous models), model in eval mode.
     ``batch_size`` defaults to the model's ``eval_batch_size``.
     """
     if x.dtype != torch.uint8 or x.ndim != 4:
@@ -62,7 +63,7 @@ def evaluate(
     desc = progress if isinstance(progress, str) else "evaluate"
     for start in tqdm(batches, desc=desc, disable=not progress, leave=False):
         xb = model.inputs(x[start : start + batch_size]).to(device)
-        for name, value in model.log_prob_parts(xb).items():
+        for name, value in model.score_parts(xb).items():
             parts.setdefault(name, []).append(value.double().cpu().numpy())
     if was_training:
         model.train()

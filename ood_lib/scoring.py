@@ -130,6 +130,8 @@ def control_sets(train_dataset: str, profile: str) -> dict[str, EvalSet]:
 SCORER_VERSION = "3"  # 3: Glow runs channels-last (float32 rounding differs from 2)
 # The same for one family's entries only (appended to SCORER_VERSION in its keys).
 FAMILY_SCORER_VERSION = {
+    "glow": "2",  # 2: scores carry the latent norm (Glow.score_parts)
+    "glow_cv": "2",
     "pixelcnn": "2",  # 2: channels-last head, tanh through the sigmoid, batches of 32
     "vae": "2",  # 2: ELU and softplus on exp and log, channels-last decoder (float32 rounding)
 }

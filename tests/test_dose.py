@@ -11,6 +11,7 @@ import torch
 from scipy.stats import gaussian_kde
 
 from ood_lib.analysis import dose
+from ood_lib.likelihood import evaluate
 from ood_lib.models.glow import Glow, GlowConfig
 from ood_lib.models.vae import VAE, VAEConfig
 from tests.conftest import perturb
@@ -21,8 +22,8 @@ def test_glow_statistics_sum_the_fine_parts_per_level() -> None:
     scores = {"log_px": 9 * one, "log_pz": 5 * one, "log_det": 4 * one,
               "log_pz.L1.scale": 1 * one, "log_pz.L1.eps": 2 * one, "log_pz.top.eps": 2 * one,
               "log_det.L1.actnorm": 0.5 * one, "log_det.L1.coupling": 1.5 * one,
-              "log_det.L2.coupling": 2 * one}
-    stats = dose.statistics("glow", scores, {"latent_norm": 7 * one})
+              "log_det.L2.coupling": 2 * one, "latent_norm": 7 * one}
+    stats = dose.statistics("glow", scores, {})
     assert {k: float(v[0]) for k, v in stats.items()} == {
         "log_pz.L1": 3.0, "log_pz.top": 2.0, "log_det.L1": 2.0, "log_det.L2": 2.0,
         "latent norm": 7.0}
@@ -42,7 +43,7 @@ def test_vae_and_pixelcnn_statistics() -> None:
         dose.statistics("flowpp", {}, {})
 
 
-def test_latent_norm_is_the_norm_of_every_level_of_z() -> None:
+def test_glow_scores_carry_the_norm_of_every_level_of_z() -> None:
     torch.manual_seed(0)
     model = perturb(Glow(GlowConfig(in_channels=1, image_size=8, levels=2, steps=1, hidden=8)))
     x = torch.randint(0, 256, (5, 1, 8, 8), dtype=torch.uint8)
@@ -50,7 +51,10 @@ def test_latent_norm_is_the_norm_of_every_level_of_z() -> None:
         zs = model(model.inputs(x)).zs
     expected = torch.sqrt(sum(z.double().pow(2).flatten(1).sum(1) for z in zs)).numpy()
     # float32 convolutions round differently with another batch size
-    np.testing.assert_allclose(dose.latent_norms(model, x, batch_size=2), expected, rtol=1e-6)
+    scored = evaluate(model, x, batch_size=2)
+    np.testing.assert_allclose(scored["latent_norm"], expected, rtol=1e-6)
+    parts = model.score_parts(model.inputs(x))
+    assert set(parts) - set(model.log_prob_parts(model.inputs(x))) == {"latent_norm"}
 
 
 def test_posterior_entropy_is_the_diagonal_gaussian_entropy() -> None:

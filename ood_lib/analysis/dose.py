@@ -20,7 +20,8 @@ atypical. Morningstar et al. define two scores, both oriented here so that large
 
 - Glow (as Morningstar et al.): per level $\ell$, $\log p(z_\ell)$ of that level's prior and
   $\log|\det|$ of that level's steps (the coupling layers are the only input-dependent part),
-  and the latent norm $\lVert z \rVert_2$ over all levels (:func:`latent_norms`);
+  and the latent norm $\lVert z \rVert_2$ over all levels (scored with the likelihood,
+  :meth:`ood_lib.models.glow.Glow.score_parts`);
 - VAE (as Morningstar et al.): the rate $\mathrm{KL}(q(z|x) \,\|\, p(z))$ and the distortion
   $-\mathbb E_q \log p(x|z)$ (both Monte-Carlo estimates over the model's $k$ samples), the
   ELBO, and the entropy of the posterior $q(z|x)$ (:func:`posterior_entropy`);
@@ -66,7 +67,7 @@ def statistics(model: str, scores: dict[str, np.ndarray],
     from its cached scores and the :func:`extra_statistics` of the same images."""
     if model in ("glow", "glow_cv"):
         return {**_level_sums(scores, "log_pz"), **_level_sums(scores, "log_det"),
-                "latent norm": extra["latent_norm"]}
+                "latent norm": scores["latent_norm"]}
     if model == "vae":
         return {"rate": -scores["neg_kl"], "distortion": -scores["recon"],
                 "ELBO": scores["recon"] + scores["neg_kl"],
@@ -76,20 +77,6 @@ def statistics(model: str, scores: dict[str, np.ndarray],
                 **{f"log p, channel {k[-1]}": v for k, v in scores.items()
                    if k.startswith("log_px_c")}}
     raise ValueError(f"no DoSE statistics for model family {model!r}")
-
-
-@torch.no_grad()
-def latent_norms(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
-    r"""$\lVert z \rVert_2$ of every image, $z = f(x)$ over all of Glow's levels (the
-    factored-out halves and the top), at the bin centres as in scoring. ``[N]``, float64."""
-    model.eval()
-    out = []
-    for start in range(0, len(images), batch_size):
-        flow = model(model.inputs(images[start:start + batch_size]))
-        # ||z||^2 = sum over levels of the squared latents
-        sq = sum(z.double().pow(2).flatten(1).sum(1) for z in flow.zs)
-        out.append(sq.sqrt().numpy())
-    return np.concatenate(out)
 
 
 @torch.no_grad()
@@ -107,17 +94,15 @@ def posterior_entropy(model: torch.nn.Module, images: torch.Tensor,
 
 
 def extra_statistics(trained: TrainedModel, eval_set: EvalSet, profile: str) -> dict[str, np.ndarray]:
-    """The statistics the cached scores lack (Glow: the latent norm; VAE: the posterior's
-    entropy; PixelCNN: none), cached by content like the scores."""
-    model = trained.spec.model
-    if model == "pixelcnn":
+    """The statistics the cached scores lack (VAE: the posterior's entropy, an encoder pass;
+    Glow's and PixelCNN's are all in the scores), cached by content like the scores."""
+    if trained.spec.model != "vae":
         return {}
-    compute = {"glow": latent_norms, "glow_cv": latent_norms, "vae": posterior_entropy}[model]
-    name = "latent_norm" if model != "vae" else "posterior_entropy"
+    name = "posterior_entropy"
     return scoring.cached(
         profile, f"dose-{trained.key}-{eval_set.name}-{scoring.images_sha256(eval_set.images)[:12]}",
         scoring.cache_key(trained, eval_set.images, statistic=name),
-        lambda: {name: compute(trained.model, eval_set.images)})
+        lambda: {name: posterior_entropy(trained.model, eval_set.images)})
 
 
 def _matrix(stats: dict[str, np.ndarray]) -> np.ndarray:

@@ -74,7 +74,9 @@ at 95% TPR from :mod:`ood_lib.metrics`; :func:`roc_curve` gives the curve for pl
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import imagecodecs
@@ -291,13 +293,17 @@ def compressed_bits(images: np.ndarray, codec: str) -> np.ndarray:
     r"""$L(x)$: the length in bits of each uint8 image of ``images`` ``[N, C, H, W]`` compressed
     losslessly with ``codec`` (:data:`CODECS`: its library and settings). The whole file as
     written is counted, headers included (see the module docstring). Raises a RuntimeError if
-    Pillow lacks WebP. Cache the result, keyed on :func:`compressor_id`."""
+    Pillow lacks WebP. Cache the result, keyed on :func:`compressor_id`. The images are encoded
+    on one thread per CPU this process may use (the codecs release the GIL); each image's
+    length does not depend on the others, so the result is the same on any number."""
     _check_codec(codec)
     images = np.asarray(images)
     if images.ndim != 4:
         raise ValueError(f"expected uint8 images [N, C, H, W], got shape {images.shape}")
-    # L(x) = 8 * (bytes of the file)
-    return np.array([8 * len(encode(image, codec)) for image in images], dtype=np.int64)
+    with ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0))) as pool:
+        # L(x) = 8 * (bytes of the file)
+        return np.fromiter(pool.map(lambda image: 8 * len(encode(image, codec)), images),
+                           dtype=np.int64, count=len(images))
 
 
 def complexity_score(bpd: np.ndarray, n_dims: int, compressed: np.ndarray) -> np.ndarray:

@@ -45,6 +45,12 @@ class DensityModel(nn.Module):
         ``"log_px"`` is the log-likelihood (or, for a VAE, its importance-weighted bound)."""
         raise NotImplementedError
 
+    def score_parts(self, x: Tensor) -> dict[str, Tensor]:
+        """What scoring keeps per image (:func:`ood_lib.likelihood.evaluate`): every part of
+        :meth:`log_prob_parts`, and a family may add per-image statistics of the same forward
+        pass that later analyses read (Glow: the latent norm), so that no set is run twice."""
+        return self.log_prob_parts(x)
+
     def train_loss(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Mean training objective of a prepared batch, in bits/dim (scalar). By default the
         exact negative log-likelihood; a latent-variable model returns a bound."""

@@ -436,7 +436,18 @@ class Glow(DensityModel):
 
     def log_prob_parts(self, x: Tensor) -> dict[str, Tensor]:
         """``log_px``, its two terms ``log_pz`` and ``log_det``, and their finer ``parts``."""
+        return self._parts(self(x))
+
+    def score_parts(self, x: Tensor) -> dict[str, Tensor]:
+        r""":meth:`log_prob_parts` and ``latent_norm`` $\lVert z \rVert_2$ over every level
+        (the factored-out halves and the top; float64), a DoSE statistic, from the same pass."""
         out = self(x)
+        # ||z||^2 = sum over levels of the squared latents
+        sq = sum(z.double().pow(2).flatten(1).sum(1) for z in out.zs)
+        return {**self._parts(out), "latent_norm": sq.sqrt()}
+
+    @staticmethod
+    def _parts(out: FlowOutput) -> dict[str, Tensor]:
         return {"log_px": out.log_px, "log_pz": out.log_pz, "log_det": out.log_det, **out.parts}
 
     def inverse(self, zs: list[Tensor]) -> Tensor:
