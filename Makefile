@@ -20,7 +20,7 @@ DATA_ROOT ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.requirements.stamp
 DATA_ARG := $(if $(DATA_ROOT),--data-root "$(DATA_ROOT)")
-BOOK := $(BIN)/python -m ood_lib.book
+BOOK := $(BIN)/python -m book_runner
 
 .PHONY: book smoke test test-fast wheel-check lint browser clean venv retrain bench
 
@@ -41,9 +41,9 @@ smoke: $(STAMP)
 
 # Delete and retrain every model of a profile (the shipped cpu checkpoints included).
 retrain: $(STAMP)
-	$(BIN)/python -m ood_lib.registry train --profile $(PROFILE) --retrain $(DATA_ARG)
-	$(BIN)/python -m ood_lib.ensemble --profile $(PROFILE) --retrain $(DATA_ARG)
-	$(BIN)/python -m ood_lib.background --profile $(PROFILE) --retrain --extend $(DATA_ARG)
+	$(BIN)/python -m ood_lib.zoo.registry train --profile $(PROFILE) --retrain $(DATA_ARG)
+	$(BIN)/python -m ood_lib.zoo.ensemble --profile $(PROFILE) --retrain $(DATA_ARG)
+	$(BIN)/python -m ood_lib.zoo.background --profile $(PROFILE) --retrain --extend $(DATA_ARG)
 
 bench: $(STAMP)
 	PYTHONPATH=. $(BIN)/python benchmarks/bench_glow.py --profile $(PROFILE)

@@ -5,7 +5,7 @@ For the chosen profile's PixelCNN and VAE (``cpu`` CIFAR-10 by default, sizes fr
 ``--res-blocks`` give the VAE a spatial latent) this builds two models of each family with the
 same weights: the current code and the model code as it was at commit :data:`BASELINE_COMMIT`
 (``ood_lib/models/{pixelcnn,vae}.py`` there, read with ``git show``), scored the way the book
-scored them then (:func:`ood_lib.likelihood.evaluate` in batches of
+scored them then (:func:`ood_lib.models.base.evaluate` in batches of
 :data:`BASELINE_EVAL_BATCH`). It checks that both codes give the same bits/dim on real
 CIFAR-10 test images (random uint8 images without the data), then alternates rounds, ``A B B A``
 so that drift in the machine's load hits both alike, of
@@ -50,10 +50,10 @@ import torch
 from bench_glow import _spread, count_flops, matmul_peak, peak_memory_mib, print_rows, timed
 from torch.profiler import ProfilerActivity, profile
 
-from ood_lib import data, paths, profiles, registry, scoring
-from ood_lib.likelihood import evaluate
-from ood_lib.models.base import DensityModel
+from ood_lib import catalogue, data, paths, scoring
+from ood_lib.models.base import DensityModel, evaluate
 from ood_lib.paths import PROJECT_ROOT
+from ood_lib.zoo import registry
 
 # The model code before the evaluation speed work of issue 19, and the batch it was scored in.
 BASELINE_COMMIT = "3fbf7d2"
@@ -249,8 +249,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", choices=FAMILIES, action="append",
                         help="pixelcnn or vae (repeatable; default both)")
-    parser.add_argument("--profile", default="cpu", choices=profiles.PROFILES)
-    parser.add_argument("--dataset", default="cifar10", choices=sorted(profiles.PAIRS))
+    parser.add_argument("--profile", default="cpu", choices=catalogue.PROFILES)
+    parser.add_argument("--dataset", default="cifar10", choices=sorted(catalogue.PAIRS))
     parser.add_argument("--rounds", type=int, default=3, help="A B B A rounds per figure")
     parser.add_argument("--train-calls", type=int, default=2, help="training steps per timing")
     parser.add_argument("--eval-images", type=int, default=None,

@@ -50,10 +50,11 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ood_lib import data, paths, profiles, registry, scoring
-from ood_lib.likelihood import evaluate
+from ood_lib import catalogue, data, paths, scoring
+from ood_lib.models.base import evaluate
 from ood_lib.models.glow import Glow, GlowConfig
 from ood_lib.paths import PROJECT_ROOT
+from ood_lib.zoo import registry
 
 # The model code that issue 9 measured ("today's Glow"), before any speed work.
 BASELINE_COMMIT = "5354753"
@@ -146,8 +147,8 @@ def check_shipped(baseline: object, data_root: str | None) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="cpu", choices=profiles.PROFILES)
-    parser.add_argument("--dataset", default="cifar10", choices=sorted(profiles.PAIRS))
+    parser.add_argument("--profile", default="cpu", choices=catalogue.PROFILES)
+    parser.add_argument("--dataset", default="cifar10", choices=sorted(catalogue.PAIRS))
     parser.add_argument("--rounds", type=int, default=8, help="A B B A rounds per figure")
     parser.add_argument("--train-calls", type=int, default=6, help="training steps per timing")
     parser.add_argument("--eval-calls", type=int, default=3, help="evaluation batches per timing")

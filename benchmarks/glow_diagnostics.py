@@ -61,9 +61,9 @@ def machine() -> list[tuple[str, str]]:
 # :func:`variants` in a fresh process (oneDNN reads its environment once, at start).
 _STEP_SCRIPT = r"""
 import json, sys, time, torch
-from ood_lib import registry
 from ood_lib.models import glow
 from ood_lib.models.glow import Glow, GlowConfig
+from ood_lib.zoo import registry
 setting = json.loads(sys.argv[1])
 if not setting.get("channels_last", True):  # squeeze's output made NCHW: every layer after it too
     channels_last_squeeze = glow.squeeze

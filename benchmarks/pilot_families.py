@@ -27,7 +27,7 @@ import torch
 from bench_families_arch import SHAPE, VARIANTS, build, step_times
 
 from ood_lib import data
-from ood_lib.train import TrainConfig, train
+from ood_lib.training.loop import TrainConfig, train
 
 
 def main() -> None:

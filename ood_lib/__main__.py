@@ -3,8 +3,8 @@
 - ``score``  score your own images for being out of distribution under a shipped model
   (:mod:`ood_lib.cli`; installed as the ``ood-score`` console script too).
 
-The book's other entry points keep their own modules: ``python -m ood_lib.registry`` (train or
-list models) and ``python -m ood_lib.book`` (build the book).
+The book's other entry points keep their own modules: ``python -m ood_lib.zoo.registry`` (train or
+list models) and ``python -m book_runner`` (build the book).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ commands:
            the book's shipped models; `python -m ood_lib score --help` for its options
            (the same command as `ood-score`)
 
-other entry points: python -m ood_lib.registry (train, list models), python -m ood_lib.book
+other entry points: python -m ood_lib.zoo.registry (train, list models), python -m book_runner
 """
 
 

@@ -9,13 +9,13 @@ Usage (the two forms are the same command)::
 ignored; sub-folders only with ``--recursive``; other files are ignored) or an ``.npz`` file
 with an ``x`` array of uint8 images ``(N, H, W, C)`` (C = 1, 3 or 4) or ``(N, H, W)``, like
 the project's data files. The model is loaded from its checkpoint with
-:func:`ood_lib.registry.get` and ``allow_training=False``: this command never trains a model; a
+:func:`ood_lib.zoo.registry.get` and ``allow_training=False``: this command never trains a model; a
 missing checkpoint is an error that names the command that trains it.
 
 Conversion to the model's geometry
 ----------------------------------
 Every image is brought to the geometry of the model's training set
-(:data:`ood_lib.profiles.IMAGE_GEOMETRY`: CIFAR-10 3x32x32 RGB, the grey sets 1x28x28), by
+(:func:`ood_lib.catalogue.geometry`: CIFAR-10 3x32x32 RGB, the grey sets 1x28x28), by
 these steps, in this order; the CSV's ``converted`` column says which ones each image took.
 
 1. Orientation. The EXIF orientation tag is applied (PIL.ImageOps.exif_transpose), so the
@@ -48,28 +48,34 @@ What is reported
 Unreadable files are listed and skipped (and counted); no readable image at all is an error.
 The in-distribution reference is the model's test set: its first ``--test-images`` images
 (default 2,000, fewer where fewer are here), scored with :func:`ood_lib.scoring.score` and so
-cached. Three OOD scores, each oriented larger = more OOD (:mod:`ood_lib.analysis.remedies`):
+cached. The scores are the book's (:func:`ood_lib.scores.per_image_scores`, one function for
+both), each oriented larger = more OOD and named by its key in
+:data:`ood_lib.scores.METHOD_NAMES`:
 
 - ``bpd``: the raw likelihood, negative log-likelihood in bits/dim (the paper's baseline);
 - ``typicality``: the typicality test with batches of M = 1, |-log p(x) - H_hat| in nats,
-  with H_hat the mean -log p of the first ``--test-images`` images of the model's *train* set;
+  with H_hat the mean -log p of the model's held-out images (left out for a model that
+  trained on them);
 - ``complexity_png``: input complexity S(x) = D bpd(x) - L(x) in bits (D = C H W), with L(x)
   the PNG size (``png_bits``, the whole file) of the image exactly as the model saw it;
-- where the model's companions are shipped (:mod:`ood_lib.ensemble`): ``likelihood_ratio``,
+- ``dos_joint_kde``: the density of states, a joint KDE of the model's additive parts fitted
+  on the same held-out images;
+- where the model's companions are shipped (:mod:`ood_lib.zoo.ensemble`): ``likelihood_ratio``,
   log p_bg(x) - log p(x) in nats with its background model (PixelCNN and Glow,
-  :mod:`ood_lib.background`), and ``waic``, -WAIC(x) over a Glow's seed ensemble (Fashion-MNIST
+  :mod:`ood_lib.zoo.background`), and ``waic``, -WAIC(x) over a Glow's seed ensemble (Fashion-MNIST
   and notMNIST). A missing companion leaves its score out with a line saying which score, why
   and the command that trains it; it is never trained.
 
 For each, the AUROC of your images (the positive class) against the test set, with a 95%
-bootstrap interval (:func:`ood_lib.analysis.remedies.detection_row`): 0.5 = no different from
+bootstrap interval (:func:`ood_lib.metrics.detection_row`): 0.5 = no different from
 the test set, 1 = every one of your images scores above every test image, below 0.5 = your
 images look *more* in-distribution than the test set. With a handful of images the interval
 is wide: an AUROC needs at least a few images to mean anything.
 
 The per-image CSV (``--out``, default ``ood_scores.csv`` in the current folder) has columns
-``file, width, height, mode, converted, bpd, log_px_nats, typicality, complexity_png,
-png_bits`` and, where available, ``likelihood_ratio`` and ``waic``; ``width``, ``height``
+``file, width, height, mode, converted, log_px_nats, png_bits``, then each score computed
+(``bpd``, ``typicality``, ``complexity_png``, ``dos_joint_kde``, ``likelihood_ratio``,
+``waic``); ``width``, ``height``
 and ``mode`` are the image's as stored in the file (before orientation). It is written to a
 temporary file in the same folder and moved into place with ``os.replace``: a run that fails
 leaves no CSV, nor any part of one.
@@ -93,18 +99,21 @@ import torch
 from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
-from ood_lib import data, ensemble, profiles, registry, scoring, transforms
+from ood_lib import catalogue, compress, data, metrics, scores, scoring, transforms
 from ood_lib.analysis import remedies
-from ood_lib.ensemble import Companions
-from ood_lib.likelihood import evaluate
+from ood_lib.models.base import evaluate
 from ood_lib.scoring import EvalSet
+from ood_lib.zoo import ensemble, registry
+from ood_lib.zoo.ensemble import Companions
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 BACKGROUNDS = {"white": 255, "black": 0}
 DEFAULT_TEST_IMAGES = 2_000
 DEFAULT_OUT = "ood_scores.csv"
-CSV_COLUMNS = ["file", "width", "height", "mode", "converted", "bpd", "log_px_nats",
-               "typicality", "complexity_png", "png_bits"]
+# The CSV: the image's own columns, its log-likelihood and PNG length, then every score
+# computed, keyed as ood_lib.scores.METHOD_NAMES.
+IMAGE_COLUMNS = ["file", "width", "height", "mode", "converted"]
+CSV_COLUMNS = IMAGE_COLUMNS + ["log_px_nats", "png_bits"]
 # A progress bar for loading when a run holds at least this many images.
 PROGRESS_MIN_IMAGES = 100
 # Below this many images the summary warns that the AUROC says little.
@@ -355,61 +364,32 @@ def _reference(sets: list[EvalSet], role: str, profile: str, asked: int) -> Eval
     return s if same else replace(s, name=f"{s.name}-first{s.n}")
 
 
-def _finite(values: np.ndarray) -> np.ndarray:
-    values = np.asarray(values, float)
-    return values[np.isfinite(values)]
-
-
 def score_images(trained: registry.TrainedModel, x: np.ndarray, test: EvalSet,
                  held_out: EvalSet | None, profile: str, bundle: Companions
                  ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], float]:
-    """Per-image scores of the user's images ``x`` (NHWC) and of the test set, and H_hat
-    (fitted on ``held_out``; NaN, and typicality NaN, without one); the likelihood ratio and
+    """Per-image scores (:func:`ood_lib.scores.per_image_scores`, the book's) of the user's
+    images ``x`` (NHWC) and of the test set, with ``log_px_nats`` and ``png_bits``, and H_hat
+    (fitted on ``held_out``; NaN, and no fitted score, without one); the likelihood ratio and
     WAIC where ``bundle`` has the models they need."""
     images = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
     n_dims = int(np.prod(images.shape[1:]))
     show = len(images) >= PROGRESS_MIN_IMAGES
     user = evaluate(trained.model, images, progress="scoring your images" if show else False)
     ref = scoring.score(trained, test, profile)
-    # H_hat = -(1/N) sum_n log p(x_n) over the held-out images (finite ones)
-    h_hat = (remedies.entropy_estimate(_finite(scoring.score(trained, held_out, profile)["log_px"]))
-             if held_out is not None else float("nan"))
+    fit = scoring.score(trained, held_out, profile) if held_out is not None else None
+    h_hat = scores.fitted_entropy(fit["log_px"]) if fit is not None else float("nan")
     # the user's images are not a book set: their companions' scores are not cached
     more = {"user": bundle.log_px_with(lambda m: evaluate(m.model, images)["log_px"],
                                        user["log_px"]),
             "test": bundle.log_px(test, profile, ref["log_px"])}
     # PNG lengths: the test set's from the content-keyed cache the book fills
-    png = {"user": remedies.compressed_bits(images.numpy(), "png"),
+    png = {"user": compress.compressed_bits(images.numpy(), "png"),
            "test": remedies.set_bits(test, "png", profile)}
-    out = {}
-    for name, scores in (("user", user), ("test", ref)):
-        bits = png[name]
-        out[name] = {
-            "bpd": np.asarray(scores["bpd"], float),
-            "log_px_nats": np.asarray(scores["log_px"], float),
-            # s(x) = | -log p(x) - H_hat |  (typicality test, M = 1)
-            "typicality": remedies.typicality_score(scores["log_px"], h_hat),
-            # S(x) = D * bpd(x) - L(x)
-            "complexity_png": remedies.complexity_score(scores["bpd"], n_dims, bits),
-            "png_bits": bits,
-        }
-        if "log_px_bg" in more[name]:
-            # s(x) = log p_bg(x) - log p(x)
-            out[name]["likelihood_ratio"] = remedies.likelihood_ratio(scores["log_px"],
-                                                                      more[name]["log_px_bg"])
-        if "log_px_members" in more[name]:
-            # s(x) = -WAIC(x) = Var_m log p_m(x) - E_m log p_m(x)
-            out[name]["waic"] = remedies.waic_score(more[name]["log_px_members"])
+    out = {name: {"log_px_nats": np.asarray(parts["log_px"], float), "png_bits": png[name],
+                  **scores.per_image_scores(parts, fit, n_dims, {"png": png[name]},
+                                            trained.model.additive_parts, more[name])}
+           for name, parts in (("user", user), ("test", ref))}
     return out["user"], out["test"], h_hat
-
-
-SCORES = {  # CSV column -> how the summary names it
-    "bpd": "nll (bits/dim)",
-    "typicality": "typicality (M = 1)",
-    "complexity_png": "input complexity S (PNG)",
-    "likelihood_ratio": "likelihood ratio",
-    "waic": "-WAIC (seed ensemble)",
-}
 
 
 def write_csv_atomic(frame: pd.DataFrame, out: Path) -> None:
@@ -445,9 +425,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                         help="a folder of images or an .npz file with an 'x' array")
     parser.add_argument("--model", required=True, choices=sorted(registry.MODELS),
                         help="model family")
-    parser.add_argument("--trained-on", required=True, choices=sorted(profiles.PAIRS),
+    parser.add_argument("--trained-on", required=True, choices=sorted(catalogue.PAIRS),
                         dest="dataset", help="the model's training set (sets its geometry)")
-    parser.add_argument("--profile", default="cpu", choices=profiles.PROFILES,
+    parser.add_argument("--profile", default="cpu", choices=catalogue.PROFILES,
                         help="which checkpoint: cpu (shipped, default), paper, or smoke (tests)")
     parser.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), metavar="CSV",
                         help=f"per-image CSV (default: {DEFAULT_OUT} in the current folder)")
@@ -476,7 +456,7 @@ def run(args: argparse.Namespace) -> Path:
         raise UsageError(f"the folder of --out {out.parent} does not exist")
     if out.is_dir():
         raise UsageError(f"--out {out} is a folder; give a file name")
-    channels, size = profiles.IMAGE_GEOMETRY[args.dataset]
+    channels, size = catalogue.geometry(args.dataset)
     background = BACKGROUNDS[args.alpha_background]
     loaded = load_path(args.path, channels, size, background, args.recursive)
     for name, reason in loaded.skipped:
@@ -519,9 +499,10 @@ def run(args: argparse.Namespace) -> Path:
     print("\nAUROC of each score, your images as the positive (OOD) class against the test set,"
           "\nwith a 95% bootstrap interval (0.5 = indistinguishable, 1 = all yours score higher,"
           "\nbelow 0.5 = yours look more in-distribution than the test set):")
-    for column, label in SCORES.items():
-        if column in user and (column != "typicality" or np.isfinite(h_hat)):
-            print(f"  {label:<26} {_fmt_auroc(remedies.detection_row(ref[column], user[column]))}")
+    computed = [key for key in scores.METHOD_NAMES if key in user]
+    for key in computed:
+        print(f"  {scores.METHOD_NAMES[key]:<30} "
+              f"{_fmt_auroc(metrics.detection_row(ref[key], user[key]))}")
     for line in bundle.left_out:  # "<score>: why, and the command that trains its companion"
         print(f"  Left out, {line}")
     if n < FEW_IMAGES:
@@ -529,8 +510,8 @@ def run(args: argparse.Namespace) -> Path:
               "the value says little.")
 
     frame = pd.DataFrame(loaded.rows)
-    columns = CSV_COLUMNS + [c for c in SCORES if c in user and c not in CSV_COLUMNS]
-    for column in columns[5:]:
+    columns = CSV_COLUMNS + computed
+    for column in columns[len(IMAGE_COLUMNS):]:
         frame[column] = user[column]
     write_csv_atomic(frame[columns], out)
     print(f"\nPer-image scores ({n:,} rows): {out}")

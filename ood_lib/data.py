@@ -67,53 +67,17 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ood_lib.catalogue import (
+    DATASETS,
+    DISPLAY_NAMES,
+    HELD_OUT,
+    IMAGE_SHAPES,
+    OFFICIAL_SIZES,
+    SPLITS,
+)
 from ood_lib.paths import PROJECT_ROOT
 
-DATASETS: tuple[str, ...] = ("cifar10", "svhn", "mnist", "fashion_mnist", "notmnist")
-SPLITS: tuple[str, ...] = ("train", "val", "test")
 MODES: tuple[str, ...] = ("auto", "offline", "online")
-
-DISPLAY_NAMES: dict[str, str] = {
-    "cifar10": "CIFAR10",
-    "svhn": "SVHN",
-    "mnist": "MNIST",
-    "fashion_mnist": "FashionMNIST",
-    "notmnist": "NotMNIST",
-}
-
-#: Image shape (H, W, C) of each dataset.
-IMAGE_SHAPES: dict[str, tuple[int, int, int]] = {
-    "cifar10": (32, 32, 3),
-    "svhn": (32, 32, 3),
-    "mnist": (28, 28, 1),
-    "fashion_mnist": (28, 28, 1),
-    "notmnist": (28, 28, 1),
-}
-
-#: Number of images in each complete split (notMNIST: our fixed split of the 18,724 readable
-#: images of notMNIST_small, see the module docstring).
-OFFICIAL_SIZES: dict[tuple[str, str], int] = {
-    ("cifar10", "train"): 45_000,  # the official 50,000 less the held-out 5,000
-    ("cifar10", "val"): 5_000,
-    ("cifar10", "test"): 10_000,
-    ("svhn", "train"): 73_257,
-    ("svhn", "test"): 26_032,
-    ("mnist", "train"): 60_000,
-    ("mnist", "test"): 10_000,
-    ("fashion_mnist", "train"): 55_000,  # the official 60,000 less the held-out 5,000
-    ("fashion_mnist", "val"): 5_000,
-    ("fashion_mnist", "test"): 10_000,
-    ("notmnist", "train"): 14_962,
-    ("notmnist", "val"): 1_881,  # the even positions of the test split
-    ("notmnist", "test"): 3_762,
-}
-
-#: The held-out validation split: official *training* indices ``[start, stop)`` that no model
-#: trains on. Everything fitted on in-distribution data (entropy estimates, KDEs, SVMs,
-#: hyperparameters, thresholds) is fitted on these images. notMNIST has no spare training
-#: images: its ``val`` split is the even positions of its test split, and a fitted method
-#: is evaluated on the odd positions (:func:`fit_evaluation_split`).
-HELD_OUT: dict[str, tuple[int, int]] = {"cifar10": (45_000, 50_000), "fashion_mnist": (55_000, 60_000)}
 
 NOTMNIST_URL = "http://yaroslavvb.com/upload/notMNIST/notMNIST_small.tar.gz"
 NOTMNIST_TEST_THRESHOLD = 51  # test iff the first byte of sha256(file name) is below this

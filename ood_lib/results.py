@@ -39,7 +39,7 @@ def _path(profile: str, name: str, suffix: str) -> Path:
 def _missing(path: Path, name: str, profile: str) -> MissingResultError:
     return MissingResultError(
         f"no result {name!r} for profile {profile!r} at {path}; run the chapter that "
-        f"saves it first (python -m ood_lib.book --profile {profile})"
+        f"saves it first (python -m book_runner --profile {profile})"
     )
 
 

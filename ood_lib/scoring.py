@@ -33,10 +33,11 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor
 
-from ood_lib import data, paper, profiles, records, registry, results, transforms
-from ood_lib.likelihood import evaluate
+from ood_lib import catalogue, data, paper, records, results, transforms
 from ood_lib.metrics import auroc
-from ood_lib.registry import TrainedModel
+from ood_lib.models.base import evaluate
+from ood_lib.zoo import registry
+from ood_lib.zoo.registry import TrainedModel
 
 # Images scored per set (the first n of the split; None = all that are here): the paper's test
 # and OOD sets and the held-out split; the training split, which only the histograms, the
@@ -84,24 +85,24 @@ def paper_sets(train_dataset: str, profile: str, data_root: str | Path | None = 
     splits and the OOD partner's test split (roles ``train``, ``test``, ``ood``); the first
     ``cap`` images of each (default: the profile's :data:`TRAIN_MAX_IMAGES` of the training
     split, :data:`MAX_IMAGES` of the others)."""
-    channels, _ = profiles.IMAGE_GEOMETRY[train_dataset]
+    channels, _ = catalogue.geometry(train_dataset)
     train_cap = cap or TRAIN_MAX_IMAGES[profile]
     cap = cap or MAX_IMAGES[profile]
     return [
         from_split(data.load(train_dataset, "train", data_root), "train", channels, train_cap),
         from_split(data.load(train_dataset, "test", data_root), "test", channels, cap),
-        from_split(data.load(profiles.PAIRS[train_dataset], "test", data_root), "ood",
+        from_split(data.load(catalogue.PAIRS[train_dataset], "test", data_root), "ood",
                     channels, cap),
     ]
 
 
 def eval_sets(train_dataset: str, profile: str, data_root: str | Path | None = None) -> list[EvalSet]:
     """The sets scored under a model trained on ``train_dataset`` (see the module docstring)."""
-    channels, _ = profiles.IMAGE_GEOMETRY[train_dataset]
+    channels, _ = catalogue.geometry(train_dataset)
     cap = OTHER_MAX_IMAGES[profile]
-    partner = profiles.PAIRS[train_dataset]
+    partner = catalogue.PAIRS[train_dataset]
     sets = paper_sets(train_dataset, profile, data_root)
-    for other in data.DATASETS:
+    for other in catalogue.DATASETS:
         if other not in (train_dataset, partner):
             sets.append(from_split(data.load(other, "test", data_root), "other", channels, cap))
     return sets + list(control_sets(train_dataset, profile).values())
@@ -110,7 +111,7 @@ def eval_sets(train_dataset: str, profile: str, data_root: str | Path | None = N
 def control_sets(train_dataset: str, profile: str) -> dict[str, EvalSet]:
     """The two synthetic controls in the geometry of ``train_dataset``, labelled as synthetic:
     the 256 constant images and uniform noise (seed 0)."""
-    channels, size = profiles.IMAGE_GEOMETRY[train_dataset]
+    channels, size = catalogue.geometry(train_dataset)
     shape = (size, size, channels)
     cap = MAX_IMAGES[profile]
     n_noise = 1_000 if cap is None else min(cap, 1_000)
@@ -225,7 +226,7 @@ class ScoredPair:
 def score_pair(model: str, dataset: str, profile: str, seed: int = 0,
                data_root: str | Path | None = None, progress: bool = True) -> ScoredPair:
     """Load ``model`` trained on ``dataset`` (never training a cpu/paper model by surprise, see
-    :func:`ood_lib.registry.get`) and score the paper's three sets with it (cached)."""
+    :func:`ood_lib.zoo.registry.get`) and score the paper's three sets with it (cached)."""
     trained = registry.get(model, dataset, profile, seed=seed, data_root=data_root)
     sets = {s.role: s for s in paper_sets(dataset, profile, data_root)}
     return ScoredPair(trained, sets, {role: score(trained, s, profile, progress)
@@ -246,10 +247,10 @@ def with_held_out(pair: ScoredPair, profile: str, data_root: str | Path | None =
     images anything is fitted on, :func:`ood_lib.data.check_fit_split`), ``"test"`` and
     ``"ood"``. notMNIST's held-out images are the even positions of its test split, so its
     ``"test"`` becomes the odd positions (the same halves for every method). A model that
-    trained on the held-out images (a stale stand-in, :func:`ood_lib.registry.get`) gets no
+    trained on the held-out images (a stale stand-in, :func:`ood_lib.zoo.registry.get`) gets no
     ``"val"``: fitted scores are not computed for it, and ``fit_note`` says why."""
     trained, dataset = pair.trained, pair.trained.spec.dataset
-    channels, _ = profiles.IMAGE_GEOMETRY[dataset]
+    channels, _ = catalogue.geometry(dataset)
     sets, scores = {"ood": pair.sets["ood"]}, {"ood": pair.scores["ood"]}
     try:
         held_out = trained.fit_split(data.load(dataset, "val", data_root))

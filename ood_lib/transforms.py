@@ -92,7 +92,7 @@ def dequantize(
     _check_uint8(x, "dequantize")
     _check_n_bits(n_bits)
     fine = _FLOAT32_BITS - n_bits  # bits of u below the n-bit level
-    level = (x >> (8 - n_bits)).to(torch.int32) << fine
+    level = reduce_bits(x, n_bits).to(torch.int32) << fine
     if noise == "uniform":
         u = torch.randint(0, 1 << fine, x.shape, generator=generator, dtype=torch.int32,
                           device=x.device)
@@ -123,6 +123,16 @@ def luma(rgb: np.ndarray) -> np.ndarray:
     x = np.asarray(rgb).astype(np.int32)
     # Y = 0.299 R + 0.587 G + 0.114 B, rounded
     return ((299 * x[..., 0] + 587 * x[..., 1] + 114 * x[..., 2] + 500) // 1000).astype(np.uint8)
+
+
+def grey(images: torch.Tensor) -> torch.Tensor:
+    """uint8 RGB ``[N, 3, H, W]`` -> BT.601 luma $Y = 0.299 R + 0.587 G + 0.114 B$
+    (:func:`luma`), replicated to three channels (uint8, same shape)."""
+    _check_uint8(images, "grey")
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"grey expects RGB images [N, 3, H, W], got {list(images.shape)}")
+    y = torch.from_numpy(luma(images.permute(0, 2, 3, 1).numpy()))  # [N, H, W]
+    return y[:, None].expand_as(images).contiguous()
 
 
 def rgb32_to_grey28(x: np.ndarray) -> np.ndarray:

@@ -12,8 +12,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from ood_lib import background, data, ensemble, paths, profiles, registry
-from ood_lib.analysis.second_order import grey
+from ood_lib import catalogue, data, paths
+from ood_lib.transforms import grey
+from ood_lib.zoo import background, ensemble, registry
 
 
 @pytest.fixture
@@ -21,7 +22,7 @@ def build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data_root: Path) -> P
     monkeypatch.setenv("OOD_BUILD_DIR", str(tmp_path / "build"))
     monkeypatch.setenv("OOD_CHECKPOINTS", str(tmp_path / "checkpoints"))
     monkeypatch.setenv("OOD_DATA_ROOT", str(data_root))
-    monkeypatch.delenv(registry.TRAIN_MISSING_ENV, raising=False)
+    monkeypatch.delenv(catalogue.TRAIN_MISSING_ENV, raising=False)
     return tmp_path
 
 
@@ -35,7 +36,7 @@ def small_grid(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_validation_ood_is_never_the_test_ood_set() -> None:
     for dataset, val_ood in background.VALIDATION_OOD.items():
-        assert val_ood not in (dataset, profiles.PAIRS[dataset])
+        assert val_ood not in (dataset, catalogue.PAIRS[dataset])
     assert background.VALIDATION_OOD == {"fashion_mnist": "notmnist", "cifar10": background.GREY,
                                          "notmnist": "fashion_mnist"}
     # the families with backgrounds: PixelCNN (Ren et al.'s model class) first, then Glow
@@ -116,7 +117,7 @@ def test_the_shipped_glow_choices_still_load_as_the_old_rule() -> None:
 
 def test_a_missing_cpu_background_is_a_clear_error(build: Path) -> None:
     with pytest.raises(registry.CheckpointError,
-                       match="python -m ood_lib.background --profile cpu --model pixelcnn "
+                       match="python -m ood_lib.zoo.background --profile cpu --model pixelcnn "
                              "--dataset cifar10"):
         background.get("pixelcnn", "cifar10", "cpu")
     assert "no background model yet" in background.status("pixelcnn", "cifar10", "cpu", "x")
@@ -145,7 +146,7 @@ def test_the_choice_never_reads_the_test_ood_set_and_resumes_where_it_stopped(
     load = data.load
 
     def poisoned(name: str, split: str, *args: object, **kwargs: object) -> data.Split:
-        if (name, split) == (profiles.PAIRS["fashion_mnist"], "test"):
+        if (name, split) == (catalogue.PAIRS["fashion_mnist"], "test"):
             raise AssertionError("the choice read the test OOD set")
         return load(name, split, *args, **kwargs)
 
@@ -183,7 +184,7 @@ def test_the_choice_never_reads_the_test_ood_set_and_resumes_where_it_stopped(
     assert tc["steps"] == record["full_steps"] == foreground.record["steps"]
     assert record["select_steps"] == round(background.SELECT_FRACTION * record["full_steps"])
     assert trained.spec.model_config == foreground.spec.model_config  # same configuration
-    assert f"{profiles.PAIRS['fashion_mnist']}_test_bpd" not in trained.log.columns
+    assert f"{catalogue.PAIRS['fashion_mnist']}_test_bpd" not in trained.log.columns
     root = build / "build" / "checkpoints"
     assert json.loads((root / "background-pixelcnn-fashion_mnist.json").read_text()) == record
     runs = sorted(p.name for p in root.iterdir() if p.is_dir())

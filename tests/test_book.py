@@ -1,10 +1,13 @@
-"""Tests of the book runner (ood_lib.book) that do not execute the heavy chapters."""
+"""Tests of the book runner (book_runner) that do not execute the heavy chapters."""
 
 from __future__ import annotations
 
 import ast
+import json
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,8 +16,9 @@ import nbformat
 import pytest
 import yaml
 
-from ood_lib import book
-from ood_lib.paths import PROJECT_ROOT
+from book_runner import cli, data_root, errors, execute, pages, skip, timings
+from book_runner.budgets import BUDGET_S, CHAPTER_BUDGET_S, HTML_ROW, budget_report
+from ood_lib.paths import PROJECT_ROOT, results_dir
 
 HEADER = """---
 jupytext:
@@ -57,12 +61,12 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 
 def test_toc_lists_existing_pages_root_first() -> None:
-    pages = book.read_pages()
-    assert pages[0].docname == "chapters/intro" and not pages[0].is_notebook
-    assert len({page.name for page in pages}) == len(pages), "chapter names must be unique"
-    for page in pages:
+    toc_pages = pages.read_pages()
+    assert toc_pages[0].docname == "chapters/intro" and not toc_pages[0].is_notebook
+    assert len({page.name for page in toc_pages}) == len(toc_pages), "chapter names must be unique"
+    for page in toc_pages:
         assert page.source.is_file(), page.source
-    notebooks = [page.name for page in pages if page.is_notebook]
+    notebooks = [page.name for page in toc_pages if page.is_notebook]
     assert {"01_data", "02_glow", "03_phenomenon"} <= set(notebooks)
 
 
@@ -71,27 +75,27 @@ def test_toc_docnames_walks_parts_and_sections() -> None:
         "root": "a",
         "parts": [{"caption": "P", "chapters": [{"file": "b", "sections": [{"file": "c"}]}]}],
     }
-    assert book.toc_docnames(toc) == ["a", "b", "c"]
-    assert book.filter_toc(toc, {"a", "b"}) == {
+    assert pages.toc_docnames(toc) == ["a", "b", "c"]
+    assert pages.filter_toc(toc, {"a", "b"}) == {
         "root": "a", "parts": [{"caption": "P", "chapters": [{"file": "b"}]}]}
     # a part left without chapters is dropped (jupyter-book rejects empty parts), and so is
     # an empty list of parts
     two = {"root": "a", "parts": [{"caption": "P", "chapters": [{"file": "b"}]},
                                   {"caption": "Q", "chapters": [{"file": "d"}]}]}
-    assert book.filter_toc(two, {"a", "d"}) == {
+    assert pages.filter_toc(two, {"a", "d"}) == {
         "root": "a", "parts": [{"caption": "Q", "chapters": [{"file": "d"}]}]}
-    assert book.filter_toc(toc, {"a", "c"}) == {"root": "a"}
+    assert pages.filter_toc(toc, {"a", "c"}) == {"root": "a"}
 
 
 def test_missing_toc_file_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: intro\n")
-    with pytest.raises(book.BookError, match="lists 'intro' but none of intro.md"):
-        book.read_pages(tmp_path)
+    with pytest.raises(errors.BookError, match="lists 'intro' but none of intro.md"):
+        pages.read_pages(tmp_path)
 
 
-@pytest.mark.parametrize("docname", book.toc_docnames(book.read_toc()))
+@pytest.mark.parametrize("docname", pages.toc_docnames(pages.read_toc()))
 def test_chapter_has_one_parameters_cell(docname: str) -> None:
-    page = book.find_page(docname)
+    page = pages.find_page(docname)
     if not page.is_notebook:
         pytest.skip(f"{page.name} is a plain page")
     cells = [
@@ -118,7 +122,7 @@ def test_execute_injects_parameters_and_environment(isolated: Path) -> None:
         "import matplotlib.pyplot as plt\nplt.plot([0, 1])\nplt.show()",
     )
     output = isolated / "out" / "tiny.ipynb"
-    seconds = book.execute_notebook(
+    seconds = execute.execute_notebook(
         source, output, {"profile": "smoke", "seed": 3, "data_root": None}
     )
     assert seconds > 0
@@ -138,8 +142,9 @@ def test_failing_cell_names_chapter_and_cell(isolated: Path) -> None:
     output = isolated / "out" / "broken.ipynb"
     output.parent.mkdir()
     output.write_text("stale")
-    with pytest.raises(book.ChapterFailed) as failure:
-        book.execute_notebook(source, output, {"profile": "smoke", "seed": 0, "data_root": None})
+    with pytest.raises(errors.ChapterFailed) as failure:
+        execute.execute_notebook(
+            source, output, {"profile": "smoke", "seed": 0, "data_root": None})
     message = str(failure.value)
     assert "chapter 'broken' failed in cell" in message
     assert "ValueError: boom" in message
@@ -150,7 +155,7 @@ def test_failing_cell_names_chapter_and_cell(isolated: Path) -> None:
 
 def test_unknown_chapter_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        book.main(["--chapter", "no_such_chapter", "--no-html"])
+        cli.main(["--chapter", "no_such_chapter", "--no-html"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "unknown chapter 'no_such_chapter'" in err and "01_data" in err
@@ -164,37 +169,71 @@ def test_config_never_executes_and_builds_toc_only() -> None:
         assert (PROJECT_ROOT / bib).is_file(), bib
 
 
+# --- the runner outside the library -------------------------------------------------------
+
+IMPORTED = """
+import importlib, json, pkgutil, sys
+import book_runner
+names = [f"book_runner.{m.name}" for m in pkgutil.iter_modules(book_runner.__path__)]
+for name in sys.argv[1:] or names:
+    importlib.import_module(name)
+print(json.dumps({"imported": sys.argv[1:] or names, "modules": sorted(sys.modules)}))
+"""
+
+
+def fresh_import(*names: str) -> dict[str, list[str]]:
+    """Import ``names`` (default: ``book_runner`` and every submodule) in a fresh interpreter
+    started in the project root; what it imported and every module then loaded."""
+    done = subprocess.run([sys.executable, "-c", IMPORTED, *names], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def test_the_runner_and_its_sphinx_extension_import_without_torch() -> None:
+    loaded = fresh_import()
+    assert {"book_runner.cli", "book_runner.__main__", "book_runner.sphinx_ext"} <= set(
+        loaded["imported"])
+    assert "torch" not in loaded["modules"]
+    library = {name for name in loaded["modules"] if name.split(".")[0] == "ood_lib"}
+    assert library <= {"ood_lib", "ood_lib.paths", "ood_lib.catalogue", "ood_lib.allocator"}
+    # Sphinx loads the extension in every HTML build: nothing of the library at all
+    loaded = fresh_import("book_runner.sphinx_ext")
+    assert "torch" not in loaded["modules"]
+    assert not [name for name in loaded["modules"] if name.split(".")[0] == "ood_lib"]
+
+
 # --- budgets ------------------------------------------------------------------------------
 
 
 def test_cpu_budget_table_covers_every_chapter_and_sums_to_12_minutes() -> None:
-    budgets = book.CHAPTER_BUDGET_S["cpu"]
-    assert book.BUDGET_S["cpu"] == 12 * 60
-    assert sum(budgets.values()) <= book.BUDGET_S["cpu"]
-    notebooks = {page.name for page in book.read_pages() if page.is_notebook}
-    assert notebooks | {book.HTML_ROW} == set(budgets), "a chapter without a budget (or a stale row)"
+    budgets = CHAPTER_BUDGET_S["cpu"]
+    assert BUDGET_S["cpu"] == 12 * 60
+    assert sum(budgets.values()) <= BUDGET_S["cpu"]
+    notebooks = {page.name for page in pages.read_pages() if page.is_notebook}
+    assert notebooks | {HTML_ROW} == set(budgets), "a chapter without a budget (or a stale row)"
 
 
 def test_budget_report_flags_a_chapter_over_its_budget_and_the_total() -> None:
-    budgets = {"01_a": 20, "02_b": 15, book.HTML_ROW: 10}
-    lines, over = book.budget_report("cpu", {"01_a": 12.0, "02_b": 31.0, book.HTML_ROW: 2.0},
-                                     budgets=budgets, total_budget=40)
+    budgets = {"01_a": 20, "02_b": 15, HTML_ROW: 10}
+    lines, over = budget_report("cpu", {"01_a": 12.0, "02_b": 31.0, HTML_ROW: 2.0},
+                                budgets=budgets, total_budget=40)
     assert over == ["02_b", "total"]
     row = {line.split()[0]: line for line in lines[1:]}
     assert "OVER BUDGET" in row["02_b"] and "budget     15 s" in row["02_b"]
     assert "OVER BUDGET" not in row["01_a"] and "budget     20 s" in row["01_a"]
     assert row["total"].endswith("(OVER BUDGET)")
-    lines, over = book.budget_report("cpu", {"01_a": 12.0}, skipped=["02_b"], budgets=budgets,
-                                     total_budget=40)
+    lines, over = budget_report("cpu", {"01_a": 12.0}, skipped=["02_b"], budgets=budgets,
+                                total_budget=40)
     assert over == [] and lines[-1].endswith("(within budget)")
     assert any("02_b" in line and "unchanged, skipped" in line for line in lines)
     # a chapter missing from a profile's table is flagged too: every chapter needs a budget
-    _, over = book.budget_report("cpu", {"03_new": 1.0}, budgets=budgets, total_budget=40)
+    _, over = budget_report("cpu", {"03_new": 1.0}, budgets=budgets, total_budget=40)
     assert over == ["03_new"]
 
 
 def test_smoke_has_a_total_budget_only() -> None:
-    lines, over = book.budget_report("smoke", {"01_data": 500.0, "02_glow": 200.0})
+    lines, over = budget_report("smoke", {"01_data": 500.0, "02_glow": 200.0})
     assert over == ["total"] and "budget 10 min" in lines[0]
     assert not any("budget " in line for line in lines[1:-1])
 
@@ -223,19 +262,22 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     (tmp_path / "ckpt" / "manifest.json").write_text('{}')
     monkeypatch.setenv("OOD_BUILD_DIR", str(tmp_path / "_build"))
     monkeypatch.setenv("OOD_CHECKPOINTS", str(tmp_path / "ckpt"))
-    monkeypatch.setattr(book, "environment_sha256", lambda: "env")
+    monkeypatch.setattr(skip, "environment_sha256", lambda: "env")
+    # the data root as given: the real check runs ood_lib.data (torch) in a subprocess, seconds
+    # a run; tests/test_data_root.py runs it
+    monkeypatch.setattr(data_root, "checked_data_root", lambda given: Path(given))
 
     def fake_execute(source: Path, output: Path, parameters: dict, **_: object) -> float:
         with open(root / "executed.log", "a") as log:
             log.write(source.stem + "\n")
         if source.stem == "01_a":
-            book.results_dir(parameters["profile"]).mkdir(parents=True, exist_ok=True)
-            (book.results_dir(parameters["profile"]) / "a_record.json").write_text("{}")
+            results_dir(parameters["profile"]).mkdir(parents=True, exist_ok=True)
+            (results_dir(parameters["profile"]) / "a_record.json").write_text("{}")
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text("{}")
         return 0.5
 
-    monkeypatch.setattr(book, "execute_notebook", fake_execute)
+    monkeypatch.setattr(execute, "execute_notebook", fake_execute)
     yield root
 
 
@@ -244,8 +286,8 @@ def build(root: Path, *extra: str) -> list[str]:
     log = root / "executed.log"
     log.unlink(missing_ok=True)
     data = root.parent / "data"
-    assert book.main(["--profile", "cpu", "--no-html", "--data-root", str(data), *extra],
-                     root=root) == 0
+    assert cli.main(["--profile", "cpu", "--no-html", "--data-root", str(data), *extra],
+                    root=root) == 0
     return log.read_text().split() if log.exists() else []
 
 
@@ -258,11 +300,11 @@ def test_unchanged_chapters_are_skipped_and_force_executes_them(
     assert build(project, "--force") == ["01_a", "02_b"]
     assert build(project, "--chapter", "02_b") == []
     assert build(project, "--chapter", "02_b", "--force") == ["02_b"]
-    timings = book.read_timings("cpu")
-    assert set(timings["02_b"]["inputs"]) == {"source", "library", "models", "data",
+    recorded = timings.read_timings("cpu")
+    assert set(recorded["02_b"]["inputs"]) == {"source", "library", "models", "data",
                                               "environment", "parameters", "earlier"}
-    assert timings["01_a"]["outputs"] == {"a_record.json": book.file_sha256(
-        book.results_dir("cpu") / "a_record.json")}
+    assert recorded["01_a"]["outputs"] == {"a_record.json": skip.file_sha256(
+        results_dir("cpu") / "a_record.json")}
 
 
 @pytest.mark.parametrize("change, executed", [
@@ -299,13 +341,13 @@ def test_a_changed_input_re_executes_the_chapter(
     elif change == "data manifest":
         (project.parent / "data" / "manifest.json").write_text('{"a": {"sha256": "2"}}')
     elif change == "environment":
-        monkeypatch.setattr(book, "environment_sha256", lambda: "another torch")
+        monkeypatch.setattr(skip, "environment_sha256", lambda: "another torch")
     elif change == "seed":
         extra = ("--seed", "1")
     elif change == "record of the first deleted":
-        (book.results_dir("cpu") / "a_record.json").unlink()
+        (results_dir("cpu") / "a_record.json").unlink()
     elif change == "executed notebook of the second deleted":
-        next(book.executed_dir("cpu").rglob("02_b.ipynb")).unlink()
+        next(pages.executed_dir("cpu").rglob("02_b.ipynb")).unlink()
     assert build(project, *extra) == executed
     assert build(project, *extra) == []  # and then it is unchanged again
 
@@ -313,23 +355,23 @@ def test_a_changed_input_re_executes_the_chapter(
 def test_a_failed_chapter_re_executes_it_and_every_later_one(
         project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert build(project) == ["01_a", "02_b"]
-    working = book.execute_notebook
+    working = execute.execute_notebook
 
     def failing(source: Path, *_: object, **__: object) -> float:
-        raise book.ChapterFailed(f"chapter {source.stem!r} failed")
+        raise errors.ChapterFailed(f"chapter {source.stem!r} failed")
 
-    monkeypatch.setattr(book, "execute_notebook", failing)
-    assert book.main(["--profile", "cpu", "--no-html", "--chapter", "01_a", "--force",
-                      "--data-root", str(project.parent / "data")], root=project) == 1
-    assert "01_a" not in book.read_timings("cpu")
-    monkeypatch.setattr(book, "execute_notebook", working)
+    monkeypatch.setattr(execute, "execute_notebook", failing)
+    assert cli.main(["--profile", "cpu", "--no-html", "--chapter", "01_a", "--force",
+                     "--data-root", str(project.parent / "data")], root=project) == 1
+    assert "01_a" not in timings.read_timings("cpu")
+    monkeypatch.setattr(execute, "execute_notebook", working)
     assert build(project) == ["01_a", "02_b"]
 
 
 def test_budget_report_lists_rows_in_toc_order_with_the_html_build_last() -> None:
-    lines, _ = book.budget_report("cpu", {book.HTML_ROW: 1.0, "01_a": 2.0, "03_c": 3.0},
-                                  skipped=["02_b"], budgets={}, total_budget=60,
-                                  order=["01_a", "02_b", "03_c"])
+    lines, _ = budget_report("cpu", {HTML_ROW: 1.0, "01_a": 2.0, "03_c": 3.0},
+                             skipped=["02_b"], budgets={}, total_budget=60,
+                             order=["01_a", "02_b", "03_c"])
     assert [line.split()[0] for line in lines[1:]] == ["01_a", "02_b", "03_c", "(HTML", "total"]
 
 
@@ -345,9 +387,9 @@ def first_markdown_cell(path: Path) -> str:
     return next(cell.source for cell in cells if cell.cell_type == "markdown")
 
 
-@pytest.mark.parametrize("page", [p for p in book.read_pages() if p.is_notebook],
+@pytest.mark.parametrize("page", [p for p in pages.read_pages() if p.is_notebook],
                          ids=lambda p: p.name)
-def test_chapter_opens_with_a_computed_answer(page: book.Page) -> None:
+def test_chapter_opens_with_a_computed_answer(page: pages.Page) -> None:
     """The first markdown cell states the chapter's answer through a glue role, and holds no
     typed number: every digit a reader meets first comes from the chapter's own run."""
     text = first_markdown_cell(page.source)
@@ -374,12 +416,13 @@ def test_first_markdown_cell_check_can_fail(tmp_path: Path) -> None:
 
 
 def test_the_glance_page_runs_after_every_chapter_and_with_any_chapter() -> None:
-    pages = book.read_pages()
-    order = book.execution_order(pages)
-    glance = next(p for p in pages if p.name == "00_at_a_glance")
+    toc_pages = pages.read_pages()
+    order = pages.execution_order(toc_pages)
+    glance = next(p for p in toc_pages if p.name == "00_at_a_glance")
     assert glance.last and order[-1] == glance
-    assert [p.name for p in order[:-1]] == [p.name for p in pages if p.is_notebook and not p.last]
-    assert [p.name for p in book.select(pages, ["03_phenomenon"])] == [
+    assert [p.name for p in order[:-1]] == [
+        p.name for p in toc_pages if p.is_notebook and not p.last]
+    assert [p.name for p in pages.select(toc_pages, ["03_phenomenon"])] == [
         "03_phenomenon", "00_at_a_glance"]
 
 

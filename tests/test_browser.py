@@ -32,7 +32,7 @@ Every page is opened at two widths (:data:`VIEWPORTS`): a desktop's 1280 px and 
 
 A full-page screenshot of each page at each width goes to
 ``_build/screenshots/<profile>/<page>-<width>.png``, the profile being the one of the build
-(``_build/html/.profile``, written by ``ood_lib.book``).
+(``_build/html/.profile``, written by ``book_runner``).
 
 The browser is the system's Chromium (Debian: ``apt-get install chromium``; or set
 ``$CHROMIUM``), driven by Playwright; if Playwright cannot launch it, the Chromium command line
@@ -65,7 +65,7 @@ pytestmark = pytest.mark.browser
 
 HTML = build_dir() / "html"
 SCREENSHOTS = build_dir() / "screenshots"
-PROFILE_MARKER = HTML / ".profile"  # ood_lib.book.PROFILE_MARKER
+PROFILE_MARKER = HTML / ".profile"  # book_runner.html.PROFILE_MARKER
 NOT_PAGES = {"_static", "_sources", "_images"}  # Sphinx's asset folders
 VIEWPORTS = {"desktop": {"width": 1280, "height": 900}, "phone": {"width": 390, "height": 844}}
 PHONE = VIEWPORTS["phone"]["width"]
@@ -539,7 +539,7 @@ def test_page(page: Path | None, width: str, request: pytest.FixtureRequest) -> 
     if page is None:
         not_available(
             f"no built book in {HTML}: build it first, e.g. "
-            "`python -m ood_lib.book --profile smoke` (or `make smoke`)"
+            "`python -m book_runner --profile smoke` (or `make smoke`)"
         )
     browser = request.getfixturevalue("browser")
     screenshot_dir = request.getfixturevalue("screenshot_dir")

@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ood_lib import data
+from ood_lib import catalogue, data
 from ood_lib.data import (
     ChecksumError,
     DataError,
@@ -28,8 +28,8 @@ from ood_lib.data import (
 )
 from tests.conftest import tiny_arrays
 
-OFFLINE_PAIRS = [(d, s) for d in data.DATASETS for s in data.SPLITS
-                 if (d, s) in data.OFFICIAL_SIZES and (d, s) != ("svhn", "train")]
+OFFLINE_PAIRS = [(d, s) for d in catalogue.DATASETS for s in catalogue.SPLITS
+                 if (d, s) in catalogue.OFFICIAL_SIZES and (d, s) != ("svhn", "train")]
 
 
 @pytest.fixture(scope="module")
@@ -48,17 +48,17 @@ def test_offline_copy_has_every_split_but_svhn_train(data_root: Path) -> None:
 @pytest.mark.parametrize("pair", OFFLINE_PAIRS, ids="-".join)
 def test_split_has_documented_layout(splits: dict, pair: tuple[str, str]) -> None:
     sp = splits[pair]
-    h, w, c = data.IMAGE_SHAPES[pair[0]]
+    h, w, c = catalogue.IMAGE_SHAPES[pair[0]]
     assert sp.x.dtype == np.uint8 and sp.x.shape == (sp.n, h, w, c)
     assert sp.y.dtype == np.int64 and sp.y.shape == (sp.n,)
     assert sp.index.dtype == np.int64 and sp.index.shape == (sp.n,)
     assert set(np.unique(sp.y)) == set(range(10))
     # notMNIST: positions in the sorted names; train and val: official training indices
-    positions = (18_724 if pair[0] == "notmnist" else data.HELD_OUT[pair[0]][1]
-                 if pair[0] in data.HELD_OUT and pair[1] in ("train", "val") else sp.official_size)
+    positions = (18_724 if pair[0] == "notmnist" else catalogue.HELD_OUT[pair[0]][1]
+                 if pair[0] in catalogue.HELD_OUT and pair[1] in ("train", "val") else sp.official_size)
     assert 0 <= sp.index.min() and sp.index.max() < positions
     assert len(np.unique(sp.index)) == sp.n
-    assert sp.official_size == data.OFFICIAL_SIZES[pair]
+    assert sp.official_size == catalogue.OFFICIAL_SIZES[pair]
     assert sp.source.startswith("offline copy ") and sp.source.endswith(".npz")
     t = sp.tensor()
     assert t.dtype == torch.uint8 and t.shape == (sp.n, c, h, w)
@@ -502,6 +502,6 @@ def test_online_mode_converts_caches_and_verifies(
 
     monkeypatch.setenv("OOD_DATA", "auto")  # the cache's manifest is an online one
     assert data.data_mode(cache) == "online"
-    assert data.available(cache) == [(d, s) for d in data.DATASETS for s in data.SPLITS
-                                     if (d, s) in data.OFFICIAL_SIZES]
+    assert data.available(cache) == [(d, s) for d in catalogue.DATASETS for s in catalogue.SPLITS
+                                     if (d, s) in catalogue.OFFICIAL_SIZES]
     assert np.array_equal(data.load("mnist", "test", cache).x, sp.x)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ood_lib import book, data
+from book_runner import cli, execute
+from ood_lib import data
 from ood_lib.data import MissingDataError
 
 
@@ -95,14 +96,14 @@ def test_runner_refuses_a_missing_data_root_before_executing(
     def no_execution(*args: object, **kwargs: object) -> float:
         raise AssertionError("a chapter was executed")
 
-    monkeypatch.setattr(book, "execute_notebook", no_execution)
+    monkeypatch.setattr(execute, "execute_notebook", no_execution)
     with pytest.raises(SystemExit) as exit_info:
-        book.main(["--profile", "smoke", "--data-root", str(missing), "--no-html"])
+        cli.main(["--profile", "smoke", "--data-root", str(missing), "--no-html"])
     assert exit_info.value.code == 2
     assert f"data root {missing}" in capsys.readouterr().err
     monkeypatch.setenv("OOD_DATA_ROOT", str(missing))
     with pytest.raises(SystemExit) as exit_info:
-        book.main(["--profile", "smoke", "--no-html"])
+        cli.main(["--profile", "smoke", "--no-html"])
     assert exit_info.value.code == 2
     assert "OOD_DATA_ROOT" in capsys.readouterr().err
     assert not missing.exists()

@@ -1,4 +1,4 @@
-"""Data-parallel training (ood_lib.distributed): two Gloo processes on 127.0.0.1 end where one
+"""Data-parallel training (ood_lib.training.distributed): two Gloo processes on 127.0.0.1 end where one
 process ends, skip the same non-finite steps, and refuse a batch that does not split."""
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from ood_lib.distributed import GlobalBatchNoise, Replicas
 from ood_lib.models.base import DensityModel
 from ood_lib.models.glow import Glow, GlowConfig
 from ood_lib.models.pixelcnn import PixelCNN, PixelCNNConfig
 from ood_lib.models.vae import VAE, VAEConfig
-from ood_lib.train import LOG_FILE, TrainConfig, TrainResult, train
+from ood_lib.training.distributed import GlobalBatchNoise, Replicas
+from ood_lib.training.loop import LOG_FILE, TrainConfig, TrainResult, train
 
 pytestmark = pytest.mark.ddp
 

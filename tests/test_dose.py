@@ -11,7 +11,7 @@ import torch
 from scipy.stats import gaussian_kde
 
 from ood_lib.analysis import dose
-from ood_lib.likelihood import evaluate
+from ood_lib.models.base import evaluate
 from ood_lib.models.glow import Glow, GlowConfig
 from ood_lib.models.vae import VAE, VAEConfig
 from tests.conftest import perturb

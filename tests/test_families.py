@@ -16,10 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from ood_lib import registry
-from ood_lib.likelihood import evaluate
-from ood_lib.models.base import DensityModel
-from ood_lib.train import TrainConfig, train
+from ood_lib.models.base import DensityModel, evaluate
+from ood_lib.training.loop import TrainConfig, train
+from ood_lib.zoo import registry
 
 # Pinned here, independently of the classes: which families are flows on dequantized inputs.
 EXPECTED_KIND = {"glow": "continuous", "glow_cv": "continuous", "pixelcnn": "discrete",

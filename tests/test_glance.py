@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from ood_lib import glance, paper, records, results
+from ood_lib import paper, records, results
 from ood_lib.records import Compute, Detection, FidelityRow, Verdict
+from ood_lib.report import glance
 
 PROFILE = "smoke"
 

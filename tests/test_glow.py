@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from ood_lib.likelihood import bits_per_dim
+from ood_lib.models.base import bits_per_dim
 from ood_lib.models.glow import (
     ActNorm,
     Coupling,

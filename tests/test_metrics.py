@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ood_lib.metrics import aupr, auroc, auroc_of_counts, detection_report, fpr_at_tpr
+from ood_lib.metrics import aupr, auroc, auroc_of_counts, detection_row, fpr_at_tpr
 
 
 def test_auroc_matches_brute_force_pair_count() -> None:
@@ -29,7 +29,8 @@ def test_aupr_by_hand() -> None:
 
 
 def test_report_keys_and_bad_input() -> None:
-    assert set(detection_report(np.zeros(3), np.ones(3))) == {"auroc", "aupr", "fpr95"}
+    assert set(detection_row(np.zeros(3), np.ones(3))) == {"auroc", "auroc_lo", "auroc_hi", "aupr",
+                                                           "fpr95"}
     with pytest.raises(ValueError, match="NaN"):
         auroc(np.array([np.nan]), np.ones(2))
     with pytest.raises(ValueError, match="at least one"):

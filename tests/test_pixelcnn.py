@@ -398,9 +398,9 @@ def test_fast_scoring_equals_the_reference_computation(
     sigmoid, fast softplus) and ``evaluate`` in batches of ``eval_batch_size`` against the
     previous computation: torch's tanh and softplus, an NCHW log-softmax over the levels,
     in one batch of all the images."""
-    from ood_lib.likelihood import evaluate
     from ood_lib.models import pixelcnn as pixelcnn_module
     from ood_lib.models import vae as vae_module
+    from ood_lib.models.base import evaluate
 
     model = _perturb(_model(in_channels=in_channels, image_size=5, mixtures=mixtures)).eval()
     x = _images(model, 40)

@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import to_rgb  # noqa: E402
 
-from ood_lib import plots  # noqa: E402
+from ood_lib.report import plots  # noqa: E402
 
 
 def test_every_dataset_and_family_has_its_own_colour() -> None:

@@ -1,4 +1,4 @@
-"""What the console shows while a chapter runs (ood_lib.book.ConsoleStream, execute_notebook)."""
+"""What the console shows while a chapter runs (book_runner.console, execute_notebook)."""
 
 from __future__ import annotations
 
@@ -7,16 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from ood_lib import book
+from book_runner.console import ConsoleStream
+from book_runner.execute import execute_notebook
 from tests.test_book import write_chapter
 
 
-def stream(tty: bool, every: float = 3600.0) -> tuple[io.StringIO, book.ConsoleStream]:
+def stream(tty: bool, every: float = 3600.0) -> tuple[io.StringIO, ConsoleStream]:
     out = io.StringIO()
-    return out, book.ConsoleStream(out, tty=tty, every=every)
+    return out, ConsoleStream(out, tty=tty, every=every)
 
 
-def bar(console: book.ConsoleStream, name: str, steps: int, leave: bool = True) -> None:
+def bar(console: ConsoleStream, name: str, steps: int, leave: bool = True) -> None:
     """Write what tqdm writes for a bar of ``steps`` steps."""
     for i in range(steps + 1):
         console.write(f"\r{name}: {i}/{steps}")
@@ -69,7 +70,7 @@ def test_chapter_progress_reaches_the_console_over_ipc(
         "print('to the book')\nprint('to the console', file=sys.stderr)",
     )
     out, console = stream(tty=False)
-    book.execute_notebook(
+    execute_notebook(
         source, tmp_path / "out" / "tiny.ipynb",
         {"profile": "smoke", "seed": 0, "data_root": None}, console=console,
     )

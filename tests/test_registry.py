@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from ood_lib import data, paths, profiles, registry
-from ood_lib.likelihood import evaluate
+from ood_lib import catalogue, data, paths
+from ood_lib.models.base import evaluate
 from ood_lib.models.glow import Glow, GlowConfig
-from ood_lib.train import TrainConfig, train
+from ood_lib.training.loop import TrainConfig, train
+from ood_lib.zoo import registry
 
 
 @pytest.fixture
@@ -114,7 +115,7 @@ def test_corrupt_or_missing_checkpoint_is_a_clear_error(build: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("dataset", sorted(profiles.PAIRS))
+@pytest.mark.parametrize("dataset", sorted(catalogue.PAIRS))
 def test_shipped_cpu_checkpoints_match_the_current_code(dataset: str, data_root: Path) -> None:
     """The committed cpu models load without retraining: their keys still match the cpu
     profile's configuration and data coverage, and their weights match their sha256."""
@@ -133,18 +134,18 @@ def test_shipped_cpu_checkpoints_match_the_current_code(dataset: str, data_root:
 def test_cpu_build_never_trains_by_surprise(build: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A cpu model without a checkpoint is an error naming the model, its key and the command
     that trains it, unless training is asked for; smoke models train."""
-    monkeypatch.delenv(registry.TRAIN_MISSING_ENV, raising=False)
+    monkeypatch.delenv(catalogue.TRAIN_MISSING_ENV, raising=False)
     with pytest.raises(registry.CheckpointError) as err:
         registry.get("glow", "notmnist", "cpu", progress=False)
     split = registry.training_split("notmnist", "cpu")
     key = registry.make_spec("glow", "notmnist", "cpu", split).key
     message = str(err.value)
     assert key in message and "'glow'" in message
-    assert "python -m ood_lib.registry train --profile cpu --model glow --dataset notmnist" in message
+    assert "python -m ood_lib.zoo.registry train --profile cpu --model glow --dataset notmnist" in message
     assert "--train-missing" in message
     assert not (build / "checkpoints" / key).exists()
     assert registry.training_allowed("smoke") and not registry.training_allowed("paper")
-    monkeypatch.setenv(registry.TRAIN_MISSING_ENV, "1")
+    monkeypatch.setenv(catalogue.TRAIN_MISSING_ENV, "1")
     assert registry.training_allowed("cpu")
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ood_lib import paper, records, results, scorecard
+from ood_lib import paper, records, results
 from ood_lib.records import (
     ChannelSum,
     FamilyScore,
@@ -23,6 +23,7 @@ from ood_lib.records import (
     StrengthDifference,
     TermGap,
 )
+from ood_lib.report import scorecard
 
 PROFILE = "smoke"
 

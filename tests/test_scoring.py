@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ood_lib import data, registry, results, scoring, transforms
+from ood_lib import data, results, scoring, transforms
+from ood_lib.zoo import registry
 from tests.conftest import tiny_arrays
 
 

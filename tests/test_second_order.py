@@ -18,13 +18,12 @@ from ood_lib.analysis.second_order import (
     derivatives,
     expand,
     gap,
-    grey,
     input_units,
     log_density,
     moments,
 )
 from ood_lib.models.glow import Glow, GlowConfig
-from ood_lib.transforms import dequantize
+from ood_lib.transforms import dequantize, grey
 from tests.conftest import perturb
 
 F64 = torch.float64

@@ -10,11 +10,10 @@ import pytest
 import torch
 
 from ood_lib import data
-from ood_lib.likelihood import evaluate
-from ood_lib.models.base import DensityModel
+from ood_lib.models.base import DensityModel, evaluate
 from ood_lib.models.glow import Glow, GlowConfig
 from ood_lib.models.pixelcnn import MaskedConv2d
-from ood_lib.train import (
+from ood_lib.training.loop import (
     LOG_FILE,
     MAX_CONSECUTIVE_SKIPS,
     STATE_FILE,

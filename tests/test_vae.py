@@ -11,13 +11,7 @@ import torch
 from torch import nn
 from torch.distributions import Normal
 
-from ood_lib.models.vae import (
-    SIZES,
-    VAE,
-    ResBlock,
-    VAEConfig,
-    discretized_logistic_log_p,
-)
+from ood_lib.models.vae import SIZES, VAE, ResBlock, VAEConfig, discretized_logistic_log_p
 
 torch.set_num_threads(1)
 

@@ -7,9 +7,10 @@ import pytest
 import torch
 from torch import Tensor
 
-from ood_lib import data, registry
+from ood_lib import data
 from ood_lib.analysis import second_order, validity
 from ood_lib.analysis.second_order import derivatives, input_units, log_density
+from ood_lib.zoo import registry
 
 F64 = torch.float64
 D = 6

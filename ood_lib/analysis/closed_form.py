@@ -44,25 +44,20 @@ neither does.
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ood_lib.models.base import copy_as
 from ood_lib.models.glow import Glow, squeeze
 
 F64 = torch.float64
 
 
-def _float64(model: Glow) -> Glow:
-    return copy.deepcopy(model).to(F64).eval().requires_grad_(False)
-
-
 def level_steps(model: Glow, level: int = 0) -> list[tuple[Tensor, Tensor]]:
     r"""The linear part of each step of ``level`` in flow order: ``(e^{s_k} [C], W_k [C, C])``
     (actnorm scales and 1x1 matrices, float64)."""
-    net = _float64(model)
+    net = copy_as(model)
     return [(step.layers[0].logs.flatten().exp(), step.layers[1].weight())
             for step in net.levels[level]]
 
@@ -142,7 +137,7 @@ def linear_flow_matrix(model: Glow) -> Tensor:
     convolutions of every level with squeezes and splits, couplings and priors dropped; the
     factored-out halves and the top latent concatenated. Built by pushing the $D$ basis images
     through the linear maps."""
-    net = _float64(model)
+    net = copy_as(model)
     shape = net.input_shape
     d = shape[0] * shape[1] * shape[2]
     h = torch.eye(d, dtype=F64).reshape(d, *shape)  # row j: the basis image e_j

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ood_lib import profiles, records
+from ood_lib import catalogue, records
 
 
 def ood_curves(log: pd.DataFrame, dataset: str) -> pd.DataFrame:
     """Per logged step: ``step``, ``epoch``, ``train`` bits/dim with its ``train source``
     (the deterministic train slice where the log has one, else the running training loss),
     ``test``, ``ood`` and ``ood − test``."""
-    ood = profiles.PAIRS[dataset]
+    ood = catalogue.PAIRS[dataset]
     has_slice = f"{dataset}_train_bpd" in log
     return pd.DataFrame({
         "step": log["step"], "epoch": log["epoch"],
@@ -51,7 +51,7 @@ def learning_curve(log: pd.DataFrame, dataset: str) -> pd.DataFrame:
     role (``train``, ``held-out``, ``test``, ``OOD``, those the log has), with ``hours``, the
     process CPU-hours where the log has ``cpu_s`` and otherwise wall-clock hours (``clock``
     says which: wall time under contention is not compute), and ``bpd``."""
-    ood = profiles.PAIRS[dataset]
+    ood = catalogue.PAIRS[dataset]
     columns = {"train": f"{dataset}_train_bpd" if f"{dataset}_train_bpd" in log else "train_bpd",
                "held-out": f"{dataset}_val_bpd", "test": f"{dataset}_test_bpd",
                "OOD": f"{ood}_test_bpd"}

@@ -22,7 +22,6 @@ moves the priors' scale terms to the volume side.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -30,17 +29,13 @@ import pandas as pd
 import torch
 
 from ood_lib import records
+from ood_lib.models.base import bits_per_dim, copy_as
 from ood_lib.models.glow import Glow
 from ood_lib.scoring import finite_mean
 
 # Per role ("train", "test", "ood"): the per-image arrays of ood_lib.scoring.score.
 Scores = Mapping[str, Mapping[str, np.ndarray]]
 ROLES = ("train", "test", "ood")
-
-
-def to_bpd(nats: float | np.ndarray, n_dims: int) -> float | np.ndarray:
-    r"""A term's contribution to bits/dim: $-t / (D \ln 2)$ (no dequantization constant)."""
-    return -nats / (n_dims * math.log(2.0))
 
 
 def _mean(values: np.ndarray) -> float:
@@ -55,8 +50,8 @@ def term_table(scores: Scores, n_dims: int, n_bits: int) -> pd.DataFrame:
         nats = {role: _mean(scores[role][term]) for role in ROLES}
         rows.append({"term": label, **{f"{r} (nats)": v for r, v in nats.items()},
                      "OOD − test (nats)": nats["ood"] - nats["test"],
-                     **{f"{r} (bpd)": to_bpd(v, n_dims) for r, v in nats.items()},
-                     "OOD − test (bpd)": to_bpd(nats["ood"] - nats["test"], n_dims)})
+                     **{f"{r} (bpd)": bits_per_dim(v, n_dims, 0) for r, v in nats.items()},
+                     "OOD − test (bpd)": bits_per_dim(nats["ood"] - nats["test"], n_dims, 0)})
     rows.append({"term": f"dequantization (+{n_bits})",
                  **{f"{r} (bpd)": float(n_bits) for r in ROLES}, "OOD − test (bpd)": 0.0})
     total = {role: _mean(scores[role]["bpd"]) for role in ROLES}
@@ -89,7 +84,7 @@ def parts_table(scores: Scores, n_dims: int) -> pd.DataFrame:
         t, o = scores["test"][part], scores["ood"][part]
         rows.append({"part": part, "test (nats)": _mean(t), "OOD (nats)": _mean(o),
                      "OOD − test (nats)": _mean(o) - _mean(t),
-                     "OOD − test (bpd)": to_bpd(_mean(o) - _mean(t), n_dims),
+                     "OOD − test (bpd)": bits_per_dim(_mean(o) - _mean(t), n_dims, 0),
                      "varies with input": bool(np.ptp(np.r_[t, o]) > 0)})
     return pd.DataFrame(rows)
 
@@ -116,9 +111,9 @@ def readings(scores: Scores, n_dims: int) -> pd.DataFrame:
         (d_name, d_gap), (v_name, v_gap) = gaps.items()
         favours = [name for name, gap in gaps.items() if gap > 0]
         rows.append({"reading": reading, "density term": d_name,
-                     "density gap (nats)": d_gap, "density gap (bpd)": to_bpd(d_gap, n_dims),
+                     "density gap (nats)": d_gap, "density gap (bpd)": bits_per_dim(d_gap, n_dims, 0),
                      "volume term": v_name, "volume gap (nats)": v_gap,
-                     "volume gap (bpd)": to_bpd(v_gap, n_dims),
+                     "volume gap (bpd)": bits_per_dim(v_gap, n_dims, 0),
                      "favours OOD": " and ".join(favours) or "neither"})
     return pd.DataFrame(rows)
 
@@ -128,7 +123,7 @@ def precision_check(model: Glow, images: torch.Tensor, batch_size: int = 250) ->
     """Score uint8 ``images`` with the float32 model and with a float64 copy of it; per part, the
     median in each precision and how many values are not finite. If float64 agrees with
     float32, extreme scores are the trained model's, not round-off or overflow."""
-    model64 = _float64_copy(model)
+    model64 = copy_as(model)
     out: dict[str, dict[str, list[np.ndarray]]] = {"float32": {}, "float64": {}}
     for start in range(0, len(images), batch_size):
         x = model.inputs(images[start : start + batch_size])
@@ -145,13 +140,6 @@ def precision_check(model: Glow, images: torch.Tensor, batch_size: int = 250) ->
                      "non-finite float32": int((~np.isfinite(v32)).sum()),
                      "non-finite float64": int((~np.isfinite(v64)).sum())})
     return pd.DataFrame(rows)
-
-
-def _float64_copy(model: Glow) -> Glow:
-    copy = type(model)(model.config)
-    copy.load_state_dict(model.state_dict())
-    copy.n_bits = model.n_bits
-    return copy.double().to(next(model.parameters()).device).eval()
 
 
 def extreme_summary(check: pd.DataFrame) -> str:

@@ -9,7 +9,7 @@ atypical. Morningstar et al. define two scores, both oriented here so that large
 - **DoSE-KDE** (their Eq. for the product of marginals): one Gaussian KDE $\hat q_j$ per
   statistic, treated as independent,
   $$s(x) = -\sum_{j=1}^{k} \log \hat q_j\big(T_j(x)\big) ;$$
-  :func:`ood_lib.analysis.remedies.dos_score` with ``joint=False`` computes it on
+  :func:`ood_lib.scores.dos_score` with ``joint=False`` computes it on
   standardised statistics, which shifts each $\log \hat q_j$ by the constant $\log \sigma_j$
   (Scott's bandwidth scales with the data) and so leaves the ranking unchanged;
 - **DoSE-SVM**: a one-class SVM (RBF kernel) fitted to the standardised held-out statistics,
@@ -39,9 +39,9 @@ import torch
 from sklearn.svm import OneClassSVM
 
 from ood_lib import scoring
-from ood_lib.analysis.remedies import dos_score
-from ood_lib.registry import TrainedModel
+from ood_lib.scores import dos_score
 from ood_lib.scoring import EvalSet
+from ood_lib.zoo.registry import TrainedModel
 
 # Fixed before any result was looked at (Morningstar et al. tune neither per dataset).
 SVM_NU = 0.1

@@ -41,7 +41,7 @@ score of an image $x$ in parametrization $f$ is its cached $\log p(x)$ minus the
 (:func:`reparametrized_log_px`).
 
 **Units.** The models score dequantized images in input units $u = (x + \tfrac12)/256 -
-\tfrac12 \in (-\tfrac12, \tfrac12)$ at the bin centres (:mod:`ood_lib.likelihood`), and
+\tfrac12 \in (-\tfrac12, \tfrac12)$ at the bin centres (:func:`ood_lib.models.base.evaluate`), and
 $\log p$ is in nats per image. The maps are defined on the $(0, 1)$ scale
 $v = u + \tfrac12 = (x + \tfrac12)/256$ (:func:`unit_scale`); the shift has Jacobian 1, so
 $p(v) = p(u)$ and the Jacobian term is $\sum_i \log|f'(v_i)|$ with $f'$ taken on that scale at

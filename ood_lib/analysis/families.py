@@ -23,12 +23,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ood_lib import data, records, scoring
-from ood_lib.analysis.remedies import bootstrap_auroc
-from ood_lib.metrics import auroc, paired_bootstrap_auroc_difference
-from ood_lib.registry import TrainedModel
-
-FAMILY_NAMES = {"glow": "Glow", "glow_cv": "CV-Glow", "pixelcnn": "PixelCNN", "vae": "VAE"}
+from ood_lib import catalogue, records, scoring
+from ood_lib.metrics import auroc, bootstrap_auroc, paired_bootstrap_auroc_difference
+from ood_lib.zoo.registry import TrainedModel
 
 
 def family_scores(pairs: Mapping[tuple[str, str], scoring.ScoredPair]) -> list[records.FamilyScore]:
@@ -47,8 +44,8 @@ def family_scores(pairs: Mapping[tuple[str, str], scoring.ScoredPair]) -> list[r
 def bpd_table(pairs: Mapping[tuple[str, str], scoring.ScoredPair]) -> pd.DataFrame:
     """:func:`family_scores` as a display table, with the OOD - test gap and the images used."""
     table = records.frame(family_scores(pairs))
-    table["family"] = table["family"].map(FAMILY_NAMES)
-    table["trained on"] = table.pop("trained_on").map(data.DISPLAY_NAMES)
+    table["family"] = table["family"].map(catalogue.FAMILY_NAMES)
+    table["trained on"] = table.pop("trained_on").map(catalogue.DISPLAY_NAMES)
     table.insert(2, "OOD set", [p.sets["ood"].label for p in pairs.values()])
     table = table.rename(columns={"train_bpd": "train bpd", "test_bpd": "test bpd",
                                   "ood_bpd": "OOD bpd", "auroc": "AUROC"})

@@ -44,12 +44,11 @@ measured in :mod:`ood_lib.analysis.validity`; the constant-volume Glow's closed 
 :mod:`ood_lib.analysis.closed_form`.
 
 **Interventions** that lower the variance of in-distribution images: :func:`contrast` (scale
-around the mean image) and :func:`grey` (BT.601 luma, replicated to three channels).
+around the mean image) and :func:`ood_lib.transforms.grey` (BT.601 luma, replicated to three channels).
 """
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,7 +61,7 @@ from torch.func import grad, jvp, vmap
 from tqdm.auto import tqdm
 
 from ood_lib import scoring, transforms
-from ood_lib.likelihood import evaluate
+from ood_lib.models.base import copy_as, evaluate
 from ood_lib.scoring import ScoredPair
 
 F64 = torch.float64
@@ -150,7 +149,7 @@ def log_density(
             f"{type(model).__name__} with likelihood {getattr(model, 'likelihood', None)!r}"
         )
     shape = tuple(shape if shape is not None else model.input_shape)
-    net = copy.deepcopy(model).to(dtype).eval().requires_grad_(False)
+    net = copy_as(model, dtype)
     param = next(net.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
 
@@ -300,23 +299,13 @@ def contrast(images: Tensor, a: float, mean: Tensor) -> Tensor:
     return y.round().clamp(0, 255).to(torch.uint8)
 
 
-def grey(images: Tensor) -> Tensor:
-    """uint8 RGB ``[N, 3, H, W]`` -> BT.601 luma $Y = 0.299 R + 0.587 G + 0.114 B$
-    (:func:`ood_lib.transforms.luma`), replicated to three channels (uint8, same shape)."""
-    _check_uint8(images, "grey")
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"grey expects RGB images [N, 3, H, W], got {list(images.shape)}")
-    y = torch.from_numpy(transforms.luma(images.permute(0, 2, 3, 1).numpy()))  # [N, H, W]
-    return y[:, None].expand_as(images).contiguous()
-
-
 def blend_grey(images: Tensor, t: float) -> Tensor:
-    r"""uint8 RGB ``[N, 3, H, W]`` -> $(1 - t) x + t\,\mathrm{grey}(x)$ (:func:`grey`), rounded
+    r"""uint8 RGB ``[N, 3, H, W]`` -> $(1 - t) x + t\,\mathrm{grey}(x)$ (:func:`ood_lib.transforms.grey`), rounded
     (half to even) to uint8: the paper's graying continuum, $t = 0$ the images, $t = 1$ grey."""
     if not 0.0 <= t <= 1.0:
         raise ValueError(f"blend_grey: t must be in [0, 1], got {t}")
     # x_t = (1 - t) x + t grey(x)
-    y = (1 - t) * images.to(F64) + t * grey(images).to(F64)  # [N, 3, H, W]
+    y = (1 - t) * images.to(F64) + t * transforms.grey(images).to(F64)  # [N, 3, H, W]
     return y.round().clamp(0, 255).to(torch.uint8)
 
 

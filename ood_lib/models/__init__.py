@@ -4,5 +4,5 @@
 - ``pixelcnn``  gated PixelCNN with a 256-way softmax per subpixel: discrete
 - ``vae``       convolutional VAE with a discretized-logistic decoder: discrete (a bound)
 
-:mod:`ood_lib.registry` maps model names to these families.
+:mod:`ood_lib.zoo.registry` maps model names to these families.
 """

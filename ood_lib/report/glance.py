@@ -6,11 +6,11 @@ The page ``chapters/00_at_a_glance.md`` computes nothing new. It reads three typ
 - the scorecard's verdicts, one row per claim with its one-line reason and a link to the
   chapter whose record the claim reads (:func:`verdict_rows`);
 - the remedies leaderboard, re-plotted from the saved detections (:func:`leaderboard_table`,
-  drawn by :func:`ood_lib.plots.leaderboard`);
+  drawn by :func:`ood_lib.report.plots.leaderboard`);
 - the fidelity table, the paper's published numbers beside ours with the compute of the
   model behind each (:func:`fidelity_table`).
 
-The runner (:mod:`ood_lib.book`) executes the page after every other chapter. A record that
+The runner (:mod:`book_runner`) executes the page after every other chapter. A record that
 is missing raises :class:`~ood_lib.results.MissingResultError` naming it and the chapter that
 saves it, never a blank table.
 """
@@ -21,10 +21,11 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ood_lib import paper, records, results, scorecard
-from ood_lib.analysis.families import FAMILY_NAMES
+from ood_lib import paper, records, results
 from ood_lib.analysis.remedies import pair_label
-from ood_lib.display import number
+from ood_lib.catalogue import FAMILY_NAMES
+from ood_lib.report import scorecard
+from ood_lib.report.display import number
 
 NEEDS: tuple[type[records.Record], ...] = (records.Scorecard, records.Remedies,
                                            records.GlowTraining)
@@ -102,7 +103,7 @@ def markdown_table(rows: list[dict[str, str]], caption: str, name: str,
 
 def text_rows(table: pd.DataFrame, digits: int = 3) -> list[dict[str, str]]:
     """A display table as :func:`markdown_table` rows: numbers in the book's format
-    (:func:`ood_lib.display.number`), every cell made safe for markdown."""
+    (:func:`ood_lib.report.display.number`), every cell made safe for markdown."""
     return [{str(k): _cell(number(v, digits) if isinstance(v, float) else str(v))
              for k, v in row.items()} for row in table.to_dict(orient="records")]
 
@@ -116,7 +117,7 @@ def verdict_counts(card: records.Scorecard) -> dict[str, int]:
 
 
 def leaderboard_table(rem: records.Remedies) -> pd.DataFrame:
-    """The saved per-image detections as :func:`ood_lib.plots.leaderboard` draws them:
+    """The saved per-image detections as :func:`ood_lib.report.plots.leaderboard` draws them:
     columns ``pair`` ("training set → OOD set"), ``method``, ``model`` (family name),
     ``auroc``, ``auroc_lo``, ``auroc_hi``; batched typicality rows left out."""
     rows = [d for d in rem.detections if not d.method.startswith(BATCHED_PREFIX)]

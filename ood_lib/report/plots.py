@@ -24,7 +24,7 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ood_lib.analysis.families import FAMILY_NAMES
+from ood_lib.catalogue import FAMILY_NAMES
 
 LEVELS = 256
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import HTML, Markdown, display
 
-from ood_lib.registry import TrainedModel
+from ood_lib.zoo.registry import TrainedModel
 
 LONG_TABLE_ROWS = 12
 
@@ -51,7 +51,7 @@ def say(text: str) -> None:
 
 def stale_models(models: Iterable[TrainedModel]) -> None:
     """A warning box listing the models (and companions) that are stale stand-ins, trained
-    before the held-out split existed (:func:`ood_lib.registry.get`); nothing if none is."""
+    before the held-out split existed (:func:`ood_lib.zoo.registry.get`); nothing if none is."""
     lines = sorted({m.stale for m in models if m.stale})
     if lines:
         say(":::{warning}\n**Stale models.** Until they are retrained, these checkpoints stand in "

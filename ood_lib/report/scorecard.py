@@ -21,8 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from ood_lib import data, paper, profiles, records, results
+from ood_lib import catalogue, paper, records, results
 from ood_lib.records import Record
+from ood_lib.training import profiles
 
 R = TypeVar("R", bound=Record)
 
@@ -48,7 +49,7 @@ class Claim:
 
 
 def _name(dataset: str) -> str:
-    return data.DISPLAY_NAMES[dataset]
+    return catalogue.DISPLAY_NAMES[dataset]
 
 
 def _get(saved: Saved, cls: type[R]) -> R:
@@ -316,7 +317,7 @@ def fidelity(profile: str) -> list[records.FidelityRow]:
 
 def targets(profile: str, goals: dict[tuple[str, str], float] | None = None
             ) -> list[records.TargetRow]:
-    """Each model of ``goals`` (default: the profile's :data:`ood_lib.profiles.BPD_TARGETS`,
+    """Each model of ``goals`` (default: the profile's :data:`ood_lib.training.profiles.BPD_TARGETS`,
     ``(model, training set) -> bits/dim``) against its test bits/dim in this build, from the
     model-family record (the constant-volume record for ``glow_cv``); a missing record fails
     naming it."""

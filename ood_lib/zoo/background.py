@@ -6,13 +6,13 @@ shared by natural images (smooth regions, local correlations, the share of flat 
 the *semantic* content of the training set. Ren et al. train a second model, the background
 model $p_{\text{bg}}$, on training images in which a fraction $\mu$ of the subpixels is
 replaced by uniform noise (:func:`ood_lib.transforms.corrupt`), with an L2 penalty of weight
-$\lambda$ on its kernel weights (:func:`ood_lib.train.l2_penalty`). The noise destroys the
+$\lambda$ on its kernel weights (:func:`ood_lib.training.loop.l2_penalty`). The noise destroys the
 semantics and keeps much of the background, so the background term cancels in the likelihood
 ratio; with the book's convention (larger = more OOD) the score is
 
 $$s(x) = \log p_{\text{bg}}(x) - \log p(x) = -\text{LLR}(x)$$
 
-(:func:`ood_lib.analysis.remedies.likelihood_ratio`).
+(:func:`ood_lib.scores.likelihood_ratio`).
 
 **Same family, same configuration.** The background model is the foreground model's family
 with the foreground's registry configuration (model size, optimiser, budget, seed, training
@@ -22,7 +22,7 @@ families are :data:`FAMILIES`: the autoregressive PixelCNN, the model class of R
 
 **The grid** is Ren et al.'s released one, $\mu \in$ :data:`MU_GRID` crossed with
 $\lambda \in$ :data:`L2_GRID`. Each candidate is trained for the first :data:`SELECT_FRACTION`
-of the full step budget (its own run stopped early, :func:`ood_lib.registry.train_partial`)
+of the full step budget (its own run stopped early, :func:`ood_lib.zoo.registry.train_partial`)
 and scored on a *validation* pair; the candidate with the highest validation AUROC of the
 ratio wins (ties: the smaller $\mu$, then the smaller $\lambda$). Its run continues to the full
 budget (exact resume: the short run *is* its first steps) and the other candidates' runs are
@@ -32,10 +32,10 @@ deleted.
 :data:`VALIDATION_IMAGES` images of the held-out split (which neither model trained on; for
 notMNIST the even positions of its test split, see :mod:`ood_lib.data`); the OOD side
 (:data:`VALIDATION_OOD`) is notMNIST for Fashion-MNIST and, for CIFAR-10, the *next* as many
-held-out CIFAR-10 images in grey (:func:`ood_lib.analysis.second_order.grey`: BT.601 luma in
+held-out CIFAR-10 images in grey (:func:`ood_lib.transforms.grey`: BT.601 luma in
 all three channels). notMNIST, which they did not run, is validated against Fashion-MNIST. The
 test OOD sets (MNIST, SVHN) are never read while choosing: not to score, and not to monitor a
-background model's training (:func:`ood_lib.registry.get` leaves them out of its log).
+background model's training (:func:`ood_lib.zoo.registry.get` leaves them out of its log).
 
 **The edge rule.** The grid is extended along $\mu$ (to :data:`MU_EXTENSION`: 0.05 below,
 0.5 above) only when the choice lands on its edge. :func:`edge` says so and names the
@@ -53,7 +53,7 @@ still reads them, as records of the old rule (``rule`` = :data:`OLD_RULE`).
 Train a grid, its choice and the chosen model (``--grid-only``: the candidates alone, which
 need no foreground; ``--extend``: the extension of an edge choice)::
 
-    python -m ood_lib.background --profile cpu --model pixelcnn --dataset cifar10
+    python -m ood_lib.zoo.background --profile cpu --model pixelcnn --dataset cifar10
 """
 
 from __future__ import annotations
@@ -68,15 +68,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ood_lib import data, profiles, registry, scoring
-from ood_lib.analysis.families import FAMILY_NAMES
-from ood_lib.analysis.remedies import likelihood_ratio
-from ood_lib.analysis.second_order import grey
-from ood_lib.likelihood import evaluate
+from ood_lib import catalogue, data, scoring
+from ood_lib.catalogue import FAMILY_NAMES
 from ood_lib.metrics import auroc
-from ood_lib.models.base import DensityModel
-from ood_lib.registry import CheckpointError, TrainedModel
+from ood_lib.models.base import DensityModel, evaluate
+from ood_lib.scores import likelihood_ratio
 from ood_lib.scoring import EvalSet
+from ood_lib.transforms import grey
+from ood_lib.zoo import registry
+from ood_lib.zoo.registry import CheckpointError, TrainedModel
 
 # Families with background models: the main row (Ren et al.'s model class) first.
 FAMILIES = ("pixelcnn", "glow")
@@ -104,7 +104,7 @@ def datasets(family: str) -> tuple[str, ...]:
 
 def command(family: str, dataset: str, profile: str, option: str = "") -> str:
     """The shell command that runs the rule for one family and training set."""
-    return (f"python -m ood_lib.background --profile {profile} --model {family} "
+    return (f"python -m ood_lib.zoo.background --profile {profile} --model {family} "
             f"--dataset {dataset}" + (f" {option}" if option else ""))
 
 
@@ -141,12 +141,12 @@ def validation_sets(foreground: TrainedModel, profile: str, data_root: str | Pat
                     ) -> tuple[EvalSet, EvalSet]:
     """The validation pair of the foreground model's training set (see the module docstring),
     in its geometry: the first ``n`` held-out images (which ``foreground`` must not have
-    trained on, :meth:`~ood_lib.registry.TrainedModel.fit_split`) and the first ``n`` of the
+    trained on, :meth:`~ood_lib.zoo.registry.TrainedModel.fit_split`) and the first ``n`` of the
     :data:`VALIDATION_OOD` set, or held-out images ``n`` to ``2n`` in grey."""
     dataset = foreground.spec.dataset
     if dataset not in VALIDATION_OOD:
         raise ValueError(f"no validation OOD set for {dataset!r}; known: {sorted(VALIDATION_OOD)}")
-    channels, _ = profiles.IMAGE_GEOMETRY[dataset]
+    channels, _ = catalogue.geometry(dataset)
     held_out = foreground.fit_split(data.load(dataset, "val", data_root))
     return _validation_pair(dataset, held_out, channels, VALIDATION_IMAGES[profile], data_root)
 
@@ -376,8 +376,8 @@ def get(family: str, dataset: str, profile: str, data_root: str | Path | None = 
         allow_training: bool | None = None) -> tuple[TrainedModel, dict]:
     """The background model of ``family`` on ``dataset`` and the record of its choice (this
     rule's; for a Glow without one, the old rule's). Where training is allowed
-    (:func:`ood_lib.registry.training_allowed`) the whole rule runs first, extension included;
-    else what is missing is a :class:`~ood_lib.registry.CheckpointError` naming the command."""
+    (:func:`ood_lib.zoo.registry.training_allowed`) the whole rule runs first, extension included;
+    else what is missing is a :class:`~ood_lib.zoo.registry.CheckpointError` naming the command."""
     allowed = registry.training_allowed(profile) if allow_training is None else allow_training
     if allowed:
         record = select(family, dataset, profile, data_root, extend=True, allow_training=True,
@@ -432,7 +432,7 @@ def grid_frame(records: dict[tuple[str, str], dict]) -> pd.DataFrame:
     rule, the validation pair, the short runs' length, μ, λ, the validation AUROC and whether
     it is the choice."""
     return pd.DataFrame([
-        {"family": FAMILY_NAMES[f], "trained on": data.DISPLAY_NAMES[d], "rule": r["rule"],
+        {"family": FAMILY_NAMES[f], "trained on": catalogue.DISPLAY_NAMES[d], "rule": r["rule"],
          "validation in-distribution": r["validation_in"], "validation OOD": r["validation_ood"],
          "short runs (steps)": f"{r['select_steps']:,} of {r['full_steps']:,}",
          "μ": c["mu"], "λ": c["l2"], "validation AUROC": c["validation_auroc"],
@@ -447,7 +447,7 @@ def status(family: str, dataset: str, profile: str, foreground_key: str) -> str:
     ``foreground_key`` (the model it is paired with), and what is missing with the command
     that trains it."""
     record = selection(family, dataset, profile)
-    name = f"{FAMILY_NAMES[family]} on {data.DISPLAY_NAMES[dataset]}"
+    name = f"{FAMILY_NAMES[family]} on {catalogue.DISPLAY_NAMES[dataset]}"
     if record is None:
         return (f"{name}: no background model yet; train it with "
                 f"`{command(family, dataset, profile)}`.")
@@ -488,7 +488,7 @@ def old_rule_models(dataset: str, profile: str, data_root: str | Path | None = N
                     ) -> tuple[TrainedModel, TrainedModel] | None:
     """``(foreground, background)``: the Glows of the old rule's choice for ``dataset``, each
     the checkpoint of that choice: the shipped model, or the one its retrained version replaced
-    (:func:`ood_lib.registry.predecessor`); ``None`` if there is no such choice or either
+    (:func:`ood_lib.zoo.registry.predecessor`); ``None`` if there is no such choice or either
     checkpoint is missing."""
     record = old_selection(dataset, profile)
     if record is None:
@@ -512,14 +512,14 @@ def inversion_sets(dataset: str, profile: str, data_root: str | Path | None = No
     """The sets that explain an old-rule choice on ``dataset``: its validation pair (the first
     training images, :data:`OLD_VALIDATION_OOD`), this rule's validation pair, and the test
     pair; the first :data:`VALIDATION_IMAGES` images of each, in the training set's geometry."""
-    channels, _ = profiles.IMAGE_GEOMETRY[dataset]
+    channels, _ = catalogue.geometry(dataset)
     n = VALIDATION_IMAGES[profile]
     held_out = data.load(dataset, "val", data_root)
     old = [(data.load(dataset, "train", data_root), "old validation (in)"),
            (data.load(OLD_VALIDATION_OOD[dataset], "test", data_root), "old validation (OOD)")]
     new = _validation_pair(dataset, held_out, channels, n, data_root)
     test = [(data.load(dataset, "test", data_root), "test (in)"),
-            (data.load(profiles.PAIRS[dataset], "test", data_root), "test (OOD)")]
+            (data.load(catalogue.PAIRS[dataset], "test", data_root), "test (OOD)")]
     return ([_named(scoring.from_split(s, role, channels, n), n) for s, role in old]
             + [replace(new[0], role="validation (in)"), replace(new[1], role="validation (OOD)")]
             + [_named(scoring.from_split(s, role, channels, n), n) for s, role in test])
@@ -545,7 +545,7 @@ def inversion_table(fg: TrainedModel, bg: TrainedModel, sets: Sequence[EvalSet],
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description="Choose mu and lambda (Ren et al.'s grid) and train the background models.")
-    parser.add_argument("--profile", default="cpu", choices=profiles.PROFILES)
+    parser.add_argument("--profile", default="cpu", choices=catalogue.PROFILES)
     parser.add_argument("--model", action="append", choices=FAMILIES,
                         help="family (default: every one)")
     parser.add_argument("--dataset", action="append", choices=sorted(VALIDATION_OOD),

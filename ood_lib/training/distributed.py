@@ -1,6 +1,6 @@
 r"""Data-parallel training on several processes (``torchrun``) that gives the one-process result.
 
-The training loop (:func:`ood_lib.train.train`) asks :func:`current` which process it is. Run
+The training loop (:func:`ood_lib.training.loop.train`) asks :func:`current` which process it is. Run
 plainly, the answer is one process (``Replicas()``) and every method below is the identity or a
 no-op: the loop is exactly the one-process loop. Launched by ``torchrun --nproc_per_node=N``
 with ``N > 1``, :func:`setup` joins the process group (NCCL on GPUs, one GPU per process;
@@ -167,7 +167,7 @@ class GlobalBatchNoise(TorchFunctionMode):
             raise NotImplementedError(
                 f"{getattr(func, '__name__', func)} draws from the step's generator inside "
                 f"train_loss; under {self.replicas.world} processes only torch.randn, torch.rand "
-                f"and torch.randint can be drawn for the global batch (see ood_lib.distributed)")
+                f"and torch.randint can be drawn for the global batch (see ood_lib.training.distributed)")
         if "size" in kwargs:
             lead, size = args, tuple(kwargs.pop("size"))
         elif func is torch.randint:

@@ -4,16 +4,16 @@ r"""The models scored beside a run's own: its WAIC ensemble and its likelihood-r
 independently: the book's ensembles are the shipped Glow (seed 0) and Glows trained with the
 seeds in :data:`ENSEMBLE_SEEDS` and the same configuration and budget; train them with::
 
-    python -m ood_lib.ensemble --profile cpu [--retrain]
+    python -m ood_lib.zoo.ensemble --profile cpu [--retrain]
 
-(one member: ``python -m ood_lib.registry train --profile cpu --model glow --dataset notmnist
+(one member: ``python -m ood_lib.zoo.registry train --profile cpu --model glow --dataset notmnist
 --seed 1``).
 
 A seed sets the initialisation, the batch order and the dequantization noise
-(:mod:`ood_lib.train`), so the members differ in everything but data and configuration.
+(:mod:`ood_lib.training.loop`), so the members differ in everything but data and configuration.
 
-**The background model** of the likelihood ratio is :func:`ood_lib.background.get`'s, for
-the families of :data:`ood_lib.background.FAMILIES` (PixelCNN and Glow).
+**The background model** of the likelihood ratio is :func:`ood_lib.zoo.background.get`'s, for
+the families of :data:`ood_lib.zoo.background.FAMILIES` (PixelCNN and Glow).
 
 :func:`companions` gathers both for a run; :meth:`Companions.log_px` scores them on an image
 set through the content-keyed cache.
@@ -29,9 +29,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ood_lib import background, profiles, registry, scoring
-from ood_lib.registry import TrainedModel
+from ood_lib import catalogue, scoring
 from ood_lib.scoring import EvalSet
+from ood_lib.zoo import background, registry
+from ood_lib.zoo.registry import TrainedModel
 
 # The family of the ensembles, and training set -> its seeds (seed 0 is the shipped model).
 ENSEMBLE_MODEL = "glow"
@@ -70,9 +71,9 @@ class Companions:
 def companions(model: str, dataset: str, profile: str, data_root: str | Path | None = None,
                allow_training: bool | None = None) -> Companions:
     """The companions of ``model`` (seed 0) trained on ``dataset``: its background model where
-    :func:`ood_lib.background.datasets` lists the training set for the family, and for a Glow
+    :func:`ood_lib.zoo.background.datasets` lists the training set for the family, and for a Glow
     its ensemble's other members where :data:`ENSEMBLE_SEEDS` lists them. Missing checkpoints
-    are trained where allowed (``None``: see :func:`ood_lib.registry.training_allowed`); else
+    are trained where allowed (``None``: see :func:`ood_lib.zoo.registry.training_allowed`); else
     the companion is left out, with a line saying which score needs it and the command that
     trains it. A stale companion beside a retrained model is left out the same way."""
     has_background = model in background.FAMILIES and dataset in background.datasets(model)
@@ -136,7 +137,7 @@ def models_table(pair: scoring.ScoredPair, bundle: Companions, profile: str) -> 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Train the Glow ensembles' extra members.")
-    parser.add_argument("--profile", default="cpu", choices=profiles.PROFILES)
+    parser.add_argument("--profile", default="cpu", choices=catalogue.PROFILES)
     parser.add_argument("--data-root")
     parser.add_argument("--retrain", action="store_true", help="delete and retrain the members")
     args = parser.parse_args(argv)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ood_lib.likelihood import bits_per_dim, evaluate
+from ood_lib.models.base import bits_per_dim, evaluate
 from ood_lib.models.glow import Glow, GlowConfig
 
 

@@ -28,7 +28,7 @@ ELBO). Around that:
   functions of ``(seed, step)`` alone, so a resumed run is bit-identical to an uninterrupted one;
 - data parallelism: under ``torchrun`` with N processes each step's global batch is split over
   them, with noise drawn for the global batch, so the weights do not depend on N (to float
-  rounding); see :mod:`ood_lib.distributed`. Alone, the loop is the one-process loop.
+  rounding); see :mod:`ood_lib.training.distributed`. Alone, the loop is the one-process loop.
 """
 
 from __future__ import annotations
@@ -43,9 +43,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ood_lib import distributed
-from ood_lib.likelihood import evaluate
-from ood_lib.models.base import DensityModel
+from ood_lib.models.base import DensityModel, evaluate
+from ood_lib.training import distributed
 from ood_lib.transforms import corrupt
 
 
@@ -200,7 +199,7 @@ def train(
     at each log row (first ``cfg.eval_images`` images). ``stop_at`` ends the run early at that
     step after checkpointing (used to test resumption and to split long runs).
 
-    Under ``torchrun`` (N > 1 processes, :func:`ood_lib.distributed.setup`) every rank calls
+    Under ``torchrun`` (N > 1 processes, :func:`ood_lib.training.distributed.setup`) every rank calls
     this with the same arguments; ``cfg.batch_size`` is the global batch and must divide by N.
     Rank 0 alone evaluates ``monitor``, writes the log and checkpoints; the returned ``log`` is
     complete on rank 0 only."""

@@ -4,10 +4,10 @@ A chapter calls :func:`get`. The registry computes the model's *key* from everyt
 determines the weights (model and training configuration, seed, and the training data's
 coverage), e.g. ``glow-cifar10-cpu-3f2a9c1b0d``. If ``<checkpoints>/<key>/model.pt`` exists
 (and its sha256 matches its record) it is loaded. Otherwise the model is trained with
-:func:`ood_lib.train.train` (resuming an interrupted run) -- but only where training is allowed:
+:func:`ood_lib.training.loop.train` (resuming an interrupted run) -- but only where training is allowed:
 always under ``smoke`` (its tiny models train in seconds during the build), and under ``cpu`` or
 ``paper`` only when asked (``allow_training=True``, the ``train`` command below, or the
-environment variable ``OOD_TRAIN_MISSING=1`` that ``python -m ood_lib.book --train-missing``
+environment variable ``OOD_TRAIN_MISSING=1`` that ``python -m book_runner --train-missing``
 sets). A book build therefore never turns into hours of training because a config changed: it
 stops with a :class:`CheckpointError` naming the model, its key and the command that trains it.
 A trained model is saved with:
@@ -22,11 +22,11 @@ are indexed in ``checkpoints/manifest.json``; ``smoke`` ones go to ``_build/chec
 
 Retrain from the command line (this is the documented switch that retrains everything)::
 
-    python -m ood_lib.registry train --profile cpu --retrain
+    python -m ood_lib.zoo.registry train --profile cpu --retrain
 
 The same command under ``torchrun --nproc_per_node=N`` trains one model on N GPUs (or N CPU
 processes) with DistributedDataParallel; the weights do not depend on N (to float rounding)
-and neither does the key (see :mod:`ood_lib.distributed`). Rank 0 writes the files.
+and neither does the key (see :mod:`ood_lib.training.distributed`). Rank 0 writes the files.
 """
 
 from __future__ import annotations
@@ -47,10 +47,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ood_lib import data, distributed, paths, profiles
+from ood_lib import catalogue, data, paths
 from ood_lib.models import glow, pixelcnn, vae
 from ood_lib.models.base import DensityModel
-from ood_lib.train import LOG_FILE, STATE_FILE, TrainConfig, TrainResult, train
+from ood_lib.training import distributed, profiles
+from ood_lib.training.loop import LOG_FILE, STATE_FILE, TrainConfig, TrainResult, train
 
 
 @dataclass(frozen=True)
@@ -92,10 +93,10 @@ def _family(model: str) -> Family:
 def model_config(model: str, dataset: str, profile: str) -> dict:
     """Keyword arguments of the model's config dataclass (hashed into its key)."""
     family = _family(model)
-    profiles.check(profile, dataset)
-    channels, size = profiles.IMAGE_GEOMETRY[dataset]
+    catalogue.check(profile, dataset)
+    channels, size = catalogue.geometry(dataset)
     kwargs = dict(in_channels=channels, image_size=size,
-                  **family.sizes[(profile, profiles.image_kind(dataset))], **family.fixed)
+                  **family.sizes[(profile, catalogue.image_kind(dataset))], **family.fixed)
     return family.config_cls(**kwargs).to_dict()
 
 
@@ -103,7 +104,7 @@ def train_config(model: str, dataset: str, profile: str, noise_fraction: float =
                  l2: float = 0.0) -> TrainConfig:
     """The training configuration: the profile's, with the family's ``cpu`` step budget and,
     outside ``smoke``, its overrides; ``noise_fraction`` > 0 and ``l2`` (the weight penalty's
-    lambda) >= 0 for a likelihood-ratio background model (:mod:`ood_lib.background`)."""
+    lambda) >= 0 for a likelihood-ratio background model (:mod:`ood_lib.zoo.background`)."""
     family = _family(model)
     config = profiles.train_config(dataset, profile, family.cpu_steps).to_dict()
     if profile != "smoke":
@@ -119,19 +120,15 @@ class StaleModelWarning(UserWarning):
     """A model trained before the held-out split existed stands in for its retrained version."""
 
 
-# Set to "1" (by ``python -m ood_lib.book --train-missing``) to let a cpu/paper build train.
-TRAIN_MISSING_ENV = "OOD_TRAIN_MISSING"
-
-
 def training_allowed(profile: str) -> bool:
     """Whether :func:`get` may train a missing model of ``profile`` by default."""
-    return profile == "smoke" or os.environ.get(TRAIN_MISSING_ENV) == "1"
+    return profile == "smoke" or os.environ.get(catalogue.TRAIN_MISSING_ENV) == "1"
 
 
 def train_command(model: str, dataset: str, profile: str, seed: int = 0,
                   noise_fraction: float = 0.0, l2: float = 0.0) -> str:
     """The shell command that trains one model (quoted in errors)."""
-    return (f"python -m ood_lib.registry train --profile {profile} --model {model} "
+    return (f"python -m ood_lib.zoo.registry train --profile {profile} --model {model} "
             f"--dataset {dataset}" + (f" --seed {seed}" if seed else "")
             + (f" --noise-fraction {noise_fraction}" if noise_fraction else "")
             + (f" --l2 {l2:g}" if l2 else ""))
@@ -232,7 +229,7 @@ def train_data_entry(split: data.Split) -> dict:
     """What a model's key records of its training data: split, size and, for a dataset with a
     held-out split, the ``[start, stop)`` range of official training indices it trained on."""
     entry = {"split": "train", "n": split.n, "official_size": split.official_size}
-    if split.dataset in data.HELD_OUT:
+    if split.dataset in catalogue.HELD_OUT:
         start, stop = int(split.index.min()), int(split.index.max()) + 1
         if stop - start != split.n:
             raise ValueError(f"{split.label}: training images are not one contiguous index range")
@@ -258,7 +255,7 @@ def legacy_spec(spec: ModelSpec) -> ModelSpec | None:
     a new architecture); or ``None``. Such a checkpoint is loaded only as a *stale* stand-in
     (:func:`get`)."""
     manifest_path = checkpoint_root(spec.profile) / "manifest.json"
-    if spec.dataset not in data.HELD_OUT or not manifest_path.exists():
+    if spec.dataset not in catalogue.HELD_OUT or not manifest_path.exists():
         return None
     noise, l2 = spec.train_config.noise_fraction, spec.train_config.l2
     candidates = [
@@ -332,9 +329,9 @@ def _monitor_sets(dataset: str, profile: str, data_root: str | Path | None,
     in-distribution test split and, ``with_ood``, the paired OOD test split. The train slice
     gives a noise-free training curve beside the running loss (which mixes random
     dequantization and changing weights); it is not part of the model's key."""
-    ood = profiles.PAIRS.get(dataset) if with_ood else None
+    ood = catalogue.PAIRS.get(dataset) if with_ood else None
     sets = {f"{dataset}_train": data.load(dataset, "train", data_root).tensor()}
-    if dataset in data.HELD_OUT:
+    if dataset in catalogue.HELD_OUT:
         sets[f"{dataset}_val"] = data.load(dataset, "val", data_root).tensor()
     for name in [dataset] + ([ood] if ood else []):
         sets[f"{name}_test"] = data.load(name, "test", data_root).tensor()
@@ -418,7 +415,7 @@ def get(
             f"{profile!r}: expected {path} (key {spec.key}). The book does not train "
             f"{profile!r} models by surprise. Train it with `{spec.command}`"
             f" (or every model with `make retrain PROFILE={profile}`), or let the build train "
-            f"what is missing with `python -m ood_lib.book --profile {profile} --train-missing`.")
+            f"what is missing with `python -m book_runner --profile {profile} --train-missing`.")
     t0 = time.time()
     net, result = _train(spec, split, path, data_root, progress)
     if not replicas.is_main:  # rank 0 saves the model; the others load it once it is saved
@@ -454,7 +451,7 @@ def _train(spec: ModelSpec, split: data.Split, path: Path, data_root: str | Path
            progress: bool, stop_at: int | None = None) -> tuple[DensityModel, TrainResult]:
     """Train (or resume) ``spec``'s model in ``path`` up to ``stop_at`` (default: the end). A
     background model (``noise_fraction`` > 0) is not monitored on the test OOD set: the choice
-    of its noise level and penalty never reads that set (:mod:`ood_lib.background`)."""
+    of its noise level and penalty never reads that set (:mod:`ood_lib.zoo.background`)."""
     net = spec.build().to(device())
     monitor = (_monitor_sets(spec.dataset, spec.profile, data_root,
                              with_ood=not spec.train_config.noise_fraction)
@@ -495,9 +492,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Train or list the book's models.")
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train (or load) models")
-    t.add_argument("--profile", default="cpu", choices=profiles.PROFILES)
+    t.add_argument("--profile", default="cpu", choices=catalogue.PROFILES)
     t.add_argument("--model", action="append", choices=sorted(MODELS))
-    t.add_argument("--dataset", action="append", choices=sorted(profiles.PAIRS))
+    t.add_argument("--dataset", action="append", choices=sorted(catalogue.PAIRS))
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--noise-fraction", type=float, default=0.0,
                    help="train a likelihood-ratio background model on inputs with this fraction "

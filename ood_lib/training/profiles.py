@@ -8,7 +8,7 @@
 - ``paper``: the configuration of the Glow paper (L=3, K=32, 512 hidden channels, Adamax
   lr 1e-3) for a GPU.
 
-A model is named by ``(model, dataset, profile)``; :mod:`ood_lib.registry` turns that into
+A model is named by ``(model, dataset, profile)``; :mod:`ood_lib.zoo.registry` turns that into
 a checkpoint. Each model family sets its own size per profile and image kind and its ``cpu``
 step budget (``SIZES`` and ``CPU_STEPS`` in its module under :mod:`ood_lib.models`); the
 optimisation settings below are shared by every family.
@@ -16,12 +16,8 @@ optimisation settings below are shared by every family.
 
 from __future__ import annotations
 
-from ood_lib.train import TrainConfig
-
-PROFILES = ("smoke", "cpu", "paper")
-
-# In-distribution training sets and the OOD test set each is paired with in the paper.
-PAIRS: dict[str, str] = {"fashion_mnist": "mnist", "notmnist": "mnist", "cifar10": "svhn"}
+from ood_lib import catalogue
+from ood_lib.training.loop import TrainConfig
 
 # Images used for training per profile (None = the whole train split available).
 TRAIN_IMAGES: dict[str, int | None] = {"smoke": 2_000, "cpu": None, "paper": None}
@@ -34,24 +30,6 @@ _TRAIN = {
     "paper": dict(steps=100_000, batch_size=64, warmup_steps=5_000, eval_every=1_000,
                   eval_images=2_000, checkpoint_every=1_000, init_batch_size=512),
 }
-
-IMAGE_GEOMETRY = {  # dataset -> (channels, size)
-    "cifar10": (3, 32), "svhn": (3, 32),
-    "mnist": (1, 28), "fashion_mnist": (1, 28), "notmnist": (1, 28),
-}
-
-
-def check(profile: str, dataset: str) -> None:
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {PROFILES}")
-    if dataset not in IMAGE_GEOMETRY:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of {tuple(IMAGE_GEOMETRY)}")
-
-
-def image_kind(dataset: str) -> str:
-    """``"rgb"`` or ``"grey"``: model sizes are set per profile and image kind."""
-    return "rgb" if IMAGE_GEOMETRY[dataset][0] == 3 else "grey"
-
 
 # Learning-rate schedule per training set outside smoke. The CIFAR-10 models, retrained for
 # ~2 h on the reduced split, decay with a cosine. Fashion-MNIST keeps the constant rate: at its
@@ -74,7 +52,7 @@ BPD_TARGETS: dict[str, dict[tuple[str, str], float]] = {
 def train_config(dataset: str, profile: str, cpu_steps: dict[str, int]) -> TrainConfig:
     """Optimisation settings of a profile; under ``cpu`` the step budget is the model
     family's (``cpu_steps[dataset]``), sized for at most ~2 h 20 min of one CPU thread."""
-    check(profile, dataset)
+    catalogue.check(profile, dataset)
     kwargs = dict(_TRAIN[profile])
     if profile != "smoke":
         kwargs["lr_schedule"] = LR_SCHEDULES.get(dataset, "constant")

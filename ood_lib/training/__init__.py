@@ -1,0 +1,1 @@
+"""Training: the one loop every model uses, data-parallel replicas and the profiles' budgets."""
