@@ -22,12 +22,13 @@ ROOT = Path(__file__).resolve().parents[1]
 _CHILD = """
 import json, resource, sys, time
 import torch
-from ood_lib import allocator, data
+from ood_lib import allocator
+from ood_lib.data import store
 from ood_lib.models.base import evaluate
 from ood_lib.zoo import registry
 torch.set_num_threads(int(sys.argv[2]))
 model = registry.get("glow", "cifar10", "cpu").model
-x = data.load("svhn", "test").subset(int(sys.argv[1])).tensor()
+x = store.load("svhn", "test").subset(int(sys.argv[1])).tensor()
 evaluate(model, x[:256])  # warm-up
 r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
 bpd = evaluate(model, x)["bpd"]

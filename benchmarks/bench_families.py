@@ -50,7 +50,8 @@ import torch
 from bench_glow import _spread, count_flops, matmul_peak, peak_memory_mib, print_rows, timed
 from torch.profiler import ProfilerActivity, profile
 
-from ood_lib import catalogue, data, paths, scoring
+from ood_lib import catalogue, paths, scoring
+from ood_lib.data import files, store
 from ood_lib.models.base import DensityModel, evaluate
 from ood_lib.paths import PROJECT_ROOT
 from ood_lib.zoo import registry
@@ -108,10 +109,10 @@ def build_pair(family: str, config: dict, baseline: dict[str, object]
 def images(dataset: str, shape: tuple[int, ...], n: int, data_root: str | None) -> torch.Tensor:
     """The first ``n`` test images of ``dataset`` (uint8 ``[n, C, H, W]``), else random ones."""
     try:
-        x = data.load(dataset, "test", data_root).tensor()[:n]
+        x = store.load(dataset, "test", data_root).tensor()[:n]
         if tuple(x.shape[1:]) == shape:
             return x
-    except data.DataError as exc:
+    except files.DataError as exc:
         print(f"(no {dataset} test images: {exc}; random uint8 images instead)")
     return torch.randint(0, 256, (n, *shape), dtype=torch.uint8, generator=torch.Generator()
                          .manual_seed(0))

@@ -50,7 +50,8 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ood_lib import catalogue, data, paths, scoring
+from ood_lib import catalogue, paths, scoring
+from ood_lib.data import store
 from ood_lib.models.base import evaluate
 from ood_lib.models.glow import Glow, GlowConfig
 from ood_lib.paths import PROJECT_ROOT
@@ -168,7 +169,7 @@ def main() -> None:
         return
     cfg = registry.model_config("glow", args.dataset, args.profile)
     tc = registry.train_config("glow", args.dataset, args.profile)
-    images = data.load(args.dataset, "test", args.data_root).tensor()
+    images = store.load(args.dataset, "test", args.data_root).tensor()
     torch.manual_seed(0)
     current = Glow(GlowConfig(**cfg)).to(device)
     x_eval = current.inputs(images[:256], generator=torch.Generator().manual_seed(0)).to(device)

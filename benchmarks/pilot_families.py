@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from bench_families_arch import SHAPE, VARIANTS, build, step_times
 
-from ood_lib import data
+from ood_lib.data import store
 from ood_lib.training.loop import TrainConfig, train
 
 
@@ -41,8 +41,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     family, kwargs = VARIANTS[args.variant]
-    train_x = data.load("cifar10", "train", args.data_root).tensor()
-    val_x = data.load_named("cifar10_val", args.data_root).tensor()[: args.val_images]
+    train_x = store.load("cifar10", "train", args.data_root).tensor()
+    val_x = store.load_named("cifar10_val", args.data_root).tensor()[: args.val_images]
     assert tuple(train_x.shape[1:]) == SHAPE
 
     # Process CPU seconds per step on real images (wall time would count other jobs on the

@@ -62,7 +62,7 @@ OFFICIAL_SIZES: dict[tuple[str, str], int] = {
 #: trains on. Everything fitted on in-distribution data (entropy estimates, KDEs, SVMs,
 #: hyperparameters, thresholds) is fitted on these images. notMNIST has no spare training
 #: images: its ``val`` split is the even positions of its test split, and a fitted method
-#: is evaluated on the odd positions (:func:`ood_lib.data.fit_evaluation_split`).
+#: is evaluated on the odd positions (:func:`ood_lib.data.store.fit_evaluation_split`).
 HELD_OUT: dict[str, tuple[int, int]] = {"cifar10": (45_000, 50_000), "fashion_mnist": (55_000, 60_000)}
 
 #: In-distribution training sets and the OOD test set each is paired with in the paper.

@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor
 
-from ood_lib import catalogue, data, paper, records, results, transforms
+from ood_lib import catalogue, paper, records, results, transforms
+from ood_lib.data import store
 from ood_lib.metrics import auroc
 from ood_lib.models.base import evaluate
 from ood_lib.zoo import registry
@@ -61,13 +62,13 @@ class EvalSet:
         return len(self.images)
 
 
-def _convert(split: data.Split, channels: int) -> np.ndarray:
+def _convert(split: store.Split, channels: int) -> np.ndarray:
     if split.x.shape[-1] == channels:
         return split.x
     return transforms.grey28_to_rgb32(split.x) if channels == 3 else transforms.rgb32_to_grey28(split.x)
 
 
-def from_split(split: data.Split, role: str, channels: int, cap: int | None) -> EvalSet:
+def from_split(split: store.Split, role: str, channels: int, cap: int | None) -> EvalSet:
     """The first ``cap`` images of ``split`` (all: ``None``) in the geometry of ``channels``
     (grey <-> RGB converted, see :mod:`ood_lib.transforms`), with their coverage."""
     used = split.subset(cap) if cap is not None and cap < split.n else split
@@ -89,9 +90,9 @@ def paper_sets(train_dataset: str, profile: str, data_root: str | Path | None = 
     train_cap = cap or TRAIN_MAX_IMAGES[profile]
     cap = cap or MAX_IMAGES[profile]
     return [
-        from_split(data.load(train_dataset, "train", data_root), "train", channels, train_cap),
-        from_split(data.load(train_dataset, "test", data_root), "test", channels, cap),
-        from_split(data.load(catalogue.PAIRS[train_dataset], "test", data_root), "ood",
+        from_split(store.load(train_dataset, "train", data_root), "train", channels, train_cap),
+        from_split(store.load(train_dataset, "test", data_root), "test", channels, cap),
+        from_split(store.load(catalogue.PAIRS[train_dataset], "test", data_root), "ood",
                     channels, cap),
     ]
 
@@ -104,7 +105,7 @@ def eval_sets(train_dataset: str, profile: str, data_root: str | Path | None = N
     sets = paper_sets(train_dataset, profile, data_root)
     for other in catalogue.DATASETS:
         if other not in (train_dataset, partner):
-            sets.append(from_split(data.load(other, "test", data_root), "other", channels, cap))
+            sets.append(from_split(store.load(other, "test", data_root), "other", channels, cap))
     return sets + list(control_sets(train_dataset, profile).values())
 
 
@@ -244,7 +245,7 @@ def _rows(eval_set: EvalSet, scores: dict[str, np.ndarray], rows: slice, part: s
 def with_held_out(pair: ScoredPair, profile: str, data_root: str | Path | None = None,
                   progress: bool = True) -> ScoredPair:
     """``pair`` as a *fitted* OOD score uses it: roles ``"val"`` (the held-out split, the only
-    images anything is fitted on, :func:`ood_lib.data.check_fit_split`), ``"test"`` and
+    images anything is fitted on, :func:`ood_lib.data.store.check_fit_split`), ``"test"`` and
     ``"ood"``. notMNIST's held-out images are the even positions of its test split, so its
     ``"test"`` becomes the odd positions (the same halves for every method). A model that
     trained on the held-out images (a stale stand-in, :func:`ood_lib.zoo.registry.get`) gets no
@@ -253,8 +254,8 @@ def with_held_out(pair: ScoredPair, profile: str, data_root: str | Path | None =
     channels, _ = catalogue.geometry(dataset)
     sets, scores = {"ood": pair.sets["ood"]}, {"ood": pair.scores["ood"]}
     try:
-        held_out = trained.fit_split(data.load(dataset, "val", data_root))
-    except data.FitDataError as exc:
+        held_out = trained.fit_split(store.load(dataset, "val", data_root))
+    except store.FitDataError as exc:
         sets["test"], scores["test"] = pair.sets["test"], pair.scores["test"]
         return ScoredPair(trained, sets, scores, fit_note=f"no fitted scores: {exc}")
     if dataset == "notmnist":  # val = test[0::2] in load order; score test[1::2]

@@ -12,7 +12,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from ood_lib import catalogue, data, paths
+from ood_lib import catalogue, paths
+from ood_lib.data import store
 from ood_lib.transforms import grey
 from ood_lib.zoo import background, ensemble, registry
 
@@ -57,7 +58,7 @@ def test_cifar10_validation_ood_is_the_next_held_out_images_in_grey(data_root: P
     fake = SimpleNamespace(spec=SimpleNamespace(dataset="cifar10"), fit_split=lambda s: s)
     val_in, val_ood = background.validation_sets(fake, "smoke", data_root)
     n = background.VALIDATION_IMAGES["smoke"]
-    held_out = data.load("cifar10", "val", data_root).subset(2 * n).tensor()
+    held_out = store.load("cifar10", "val", data_root).subset(2 * n).tensor()
     assert torch.equal(val_in.images, held_out[:n])
     assert torch.equal(val_ood.images, grey(held_out[n:]))
     assert torch.equal(val_ood.images[:, 0], val_ood.images[:, 1])
@@ -72,8 +73,8 @@ def test_validation_sets_refuse_a_foreground_that_trained_on_the_held_out_split(
         data_root: Path) -> None:
     trained_on_all = SimpleNamespace(
         spec=SimpleNamespace(dataset="fashion_mnist"),
-        fit_split=lambda s: data.check_fit_split(s, None))
-    with pytest.raises(data.FitDataError):
+        fit_split=lambda s: store.check_fit_split(s, None))
+    with pytest.raises(store.FitDataError):
         background.validation_sets(trained_on_all, "smoke", data_root)
 
 
@@ -143,14 +144,14 @@ def test_the_choice_never_reads_the_test_ood_set_and_resumes_where_it_stopped(
     raise: the grid, the choice and the chosen model's completion never read it. A run killed
     after two candidates resumes with the other two only; the losers' runs are deleted."""
     foreground = registry.get("pixelcnn", "fashion_mnist", "smoke", progress=False)
-    load = data.load
+    load = store.load
 
-    def poisoned(name: str, split: str, *args: object, **kwargs: object) -> data.Split:
+    def poisoned(name: str, split: str, *args: object, **kwargs: object) -> store.Split:
         if (name, split) == (catalogue.PAIRS["fashion_mnist"], "test"):
             raise AssertionError("the choice read the test OOD set")
         return load(name, split, *args, **kwargs)
 
-    monkeypatch.setattr(data, "load", poisoned)
+    monkeypatch.setattr(store, "load", poisoned)
     train_partial = registry.train_partial
     calls, kill_after = [], [2]
 

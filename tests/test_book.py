@@ -16,7 +16,7 @@ import nbformat
 import pytest
 import yaml
 
-from book_runner import cli, data_root, errors, execute, pages, skip, timings
+from book_runner import cli, errors, execute, pages, skip, timings
 from book_runner.budgets import BUDGET_S, CHAPTER_BUDGET_S, HTML_ROW, budget_report
 from ood_lib.paths import PROJECT_ROOT, results_dir
 
@@ -196,7 +196,8 @@ def test_the_runner_and_its_sphinx_extension_import_without_torch() -> None:
         loaded["imported"])
     assert "torch" not in loaded["modules"]
     library = {name for name in loaded["modules"] if name.split(".")[0] == "ood_lib"}
-    assert library <= {"ood_lib", "ood_lib.paths", "ood_lib.catalogue", "ood_lib.allocator"}
+    assert library <= {"ood_lib", "ood_lib.paths", "ood_lib.catalogue", "ood_lib.allocator",
+                       "ood_lib.data", "ood_lib.data.files"}
     # Sphinx loads the extension in every HTML build: nothing of the library at all
     loaded = fresh_import("book_runner.sphinx_ext")
     assert "torch" not in loaded["modules"]
@@ -263,9 +264,6 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("OOD_BUILD_DIR", str(tmp_path / "_build"))
     monkeypatch.setenv("OOD_CHECKPOINTS", str(tmp_path / "ckpt"))
     monkeypatch.setattr(skip, "environment_sha256", lambda: "env")
-    # the data root as given: the real check runs ood_lib.data (torch) in a subprocess, seconds
-    # a run; tests/test_data_root.py runs it
-    monkeypatch.setattr(data_root, "checked_data_root", lambda given: Path(given))
 
     def fake_execute(source: Path, output: Path, parameters: dict, **_: object) -> float:
         with open(root / "executed.log", "a") as log:

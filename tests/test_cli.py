@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ood_lib import catalogue, cli, scores, transforms
+from ood_lib import catalogue, cli, ingest, scores, transforms
 from ood_lib.models.base import evaluate
 from ood_lib.paths import PROJECT_ROOT
 from ood_lib.zoo import background, ensemble, registry
@@ -121,7 +121,7 @@ def test_npz_input(smoke_model, tmp_path: Path, data_root: Path,
     rng = np.random.default_rng(1)
     x = rng.integers(0, 256, (12, 28, 28, 1), dtype=np.uint8)
     np.savez(tmp_path / "mine.npz", x=x, y=np.zeros(12, np.int64))
-    loaded = cli.load_npz(tmp_path / "mine.npz", 1, 28, 255)
+    loaded = ingest.load_npz(tmp_path / "mine.npz", 1, 28, 255)
     np.testing.assert_array_equal(loaded.images, x)  # already in the geometry: used as is
     assert {r["converted"] for r in loaded.rows} == {"none"}
 
@@ -134,7 +134,7 @@ def test_npz_input(smoke_model, tmp_path: Path, data_root: Path,
     # other geometries go through the same rules: RGB 40x30 -> grey 28x28
     rgb = rng.integers(0, 256, (3, 30, 40, 3), dtype=np.uint8)
     np.savez(tmp_path / "rgb.npz", x=rgb)
-    loaded = cli.load_npz(tmp_path / "rgb.npz", 1, 28, 255)
+    loaded = ingest.load_npz(tmp_path / "rgb.npz", 1, 28, 255)
     assert loaded.images.shape == (3, 28, 28, 1)
     assert "RGB->L" in loaded.rows[0]["converted"]
 
@@ -227,11 +227,11 @@ def test_exif_orientation_applied(tmp_path: Path) -> None:
     exif_jpeg(tmp_path / "r.jpg", orientation=6)
     with Image.open(tmp_path / "r.jpg") as img:
         assert img.size == (40, 20)
-        converted, notes = cli.convert_image(img, 1, 28)
+        converted, notes = ingest.convert_image(img, 1, 28)
         raw = np.asarray(img.convert("RGB"))  # the stored pixels, orientation not applied
     assert "EXIF orientation 6 applied" in notes
     # orientation 6: shown rotated 90 degrees clockwise (the stored left side at the top)
-    expected, _ = cli.convert_array(np.rot90(raw, k=-1), 1, 28)
+    expected, _ = ingest.convert_array(np.rot90(raw, k=-1), 1, 28)
     np.testing.assert_array_equal(converted, expected)
     assert converted[:10].mean() < 30 and converted[-10:].mean() > 225
 
@@ -239,15 +239,15 @@ def test_exif_orientation_applied(tmp_path: Path) -> None:
 def test_alpha_over_white_and_black() -> None:
     colour = np.array([[[200, 100, 50], [10, 20, 30], [90, 90, 90]]], np.uint8)
     alpha = np.array([[128, 0, 255]], np.uint8)
-    white = cli.composite_alpha(colour, alpha, 255)
-    black = cli.composite_alpha(colour, alpha, 0)
+    white = ingest.composite_alpha(colour, alpha, 255)
+    black = ingest.composite_alpha(colour, alpha, 0)
     a = alpha[..., None] / 255
     np.testing.assert_array_equal(white, np.round(colour * a + 255 * (1 - a)))
     np.testing.assert_array_equal(black, np.round(colour * a))
     assert white[0, 1].tolist() == [255, 255, 255] and black[0, 1].tolist() == [0, 0, 0]
     assert white[0, 2].tolist() == black[0, 2].tolist() == [90, 90, 90]  # opaque: unchanged
     rgba = Image.fromarray(np.concatenate([colour, alpha[..., None]], axis=-1), "RGBA")
-    x, notes = cli.drop_alpha(rgba, background=0)
+    x, notes = ingest.drop_alpha(rgba, background=0)
     assert notes == ["alpha over black"]
     np.testing.assert_array_equal(x, black)
     # random colours and alphas: the integer rule is round() exactly (there are no ties)
@@ -255,7 +255,7 @@ def test_alpha_over_white_and_black() -> None:
     c = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
     al = rng.integers(0, 256, (64, 64), dtype=np.uint8)
     f = al[..., None] / 255
-    np.testing.assert_array_equal(cli.composite_alpha(c, al, 255), np.round(c * f + 255 * (1 - f)))
+    np.testing.assert_array_equal(ingest.composite_alpha(c, al, 255), np.round(c * f + 255 * (1 - f)))
 
 
 def test_luma_for_rgb_to_grey() -> None:
@@ -264,54 +264,54 @@ def test_luma_for_rgb_to_grey() -> None:
     x = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     np.testing.assert_array_equal(transforms.luma(x)[2:30, 2:30],
                                   transforms.rgb32_to_grey28(x[None])[0, ..., 0])
-    grey, notes = cli.to_channels(x, 1)
+    grey, notes = ingest.to_channels(x, 1)
     assert grey.shape == (32, 32, 1) and notes == ["RGB->L (BT.601 luma)"]
-    rgb, notes = cli.to_channels(grey, 3)
+    rgb, notes = ingest.to_channels(grey, 3)
     assert rgb.shape == (32, 32, 3) and (rgb == grey).all() and notes == ["L->RGB (channel repeated)"]
 
 
 def test_16_bit_scaling(tmp_path: Path) -> None:
     levels = np.array([0, 257, 257 * 100, 32768, 65535, 70000, -5])
-    assert cli.scale_16bit(levels).tolist() == [0, 1, 100, 128, 255, 255, 0]
+    assert ingest.scale_16bit(levels).tolist() == [0, 1, 100, 128, 255, 255, 0]
     v = np.arange(65536)
-    np.testing.assert_array_equal(cli.scale_16bit(v), np.round(v * 255 / 65535))
+    np.testing.assert_array_equal(ingest.scale_16bit(v), np.round(v * 255 / 65535))
     x16 = (np.arange(28 * 28, dtype=np.uint16).reshape(28, 28) * 83)
     Image.fromarray(x16).save(tmp_path / "g.png")
     with Image.open(tmp_path / "g.png") as img:
         assert img.mode.startswith("I")
-        x, notes = cli.convert_image(img, 1, 28)
+        x, notes = ingest.convert_image(img, 1, 28)
     assert "16-bit levels" in notes
-    np.testing.assert_array_equal(x[..., 0], cli.scale_16bit(x16))
+    np.testing.assert_array_equal(x[..., 0], ingest.scale_16bit(x16))
 
 
 def test_centre_crop_geometry() -> None:
-    assert cli.resize_geometry(100, 50, 28) == ((56, 28), (14, 0, 42, 28))
-    assert cli.resize_geometry(50, 100, 28) == ((28, 56), (0, 14, 28, 42))
-    assert cli.resize_geometry(33, 32, 32) == ((33, 32), (0, 0, 32, 32))  # odd excess: right
-    assert cli.resize_geometry(640, 480, 32) == ((43, 32), (5, 0, 37, 32))
-    assert cli.resize_geometry(10, 10, 32) == ((32, 32), (0, 0, 32, 32))  # enlarged
+    assert ingest.resize_geometry(100, 50, 28) == ((56, 28), (14, 0, 42, 28))
+    assert ingest.resize_geometry(50, 100, 28) == ((28, 56), (0, 14, 28, 42))
+    assert ingest.resize_geometry(33, 32, 32) == ((33, 32), (0, 0, 32, 32))  # odd excess: right
+    assert ingest.resize_geometry(640, 480, 32) == ((43, 32), (5, 0, 37, 32))
+    assert ingest.resize_geometry(10, 10, 32) == ((32, 32), (0, 0, 32, 32))  # enlarged
     # no resampling needed (short side already 28): the crop is exactly the centre square
     x = np.zeros((28, 84, 1), np.uint8)
     x[:, 28:56] = 200
-    out, notes = cli.to_size(x, 28)
+    out, notes = ingest.to_size(x, 28)
     assert (out == 200).all() and notes == ["centre-cropped to 28x28 at (28, 0)"]
-    out, notes = cli.to_size(np.full((480, 640, 3), 7, np.uint8), 32)
+    out, notes = ingest.to_size(np.full((480, 640, 3), 7, np.uint8), 32)
     assert out.shape == (32, 32, 3) and (out == 7).all()
     assert notes[0] == "resized 640x480->43x32 (bilinear)"
 
 
 def test_other_modes() -> None:
     bilevel = Image.fromarray(np.array([[0, 255], [255, 0]], np.uint8)).convert("1")
-    x, notes = cli.convert_image(bilevel, 1, 2)
+    x, notes = ingest.convert_image(bilevel, 1, 2)
     assert x[..., 0].tolist() == [[0, 255], [255, 0]] and notes == "1-bit->L"
     floats = Image.fromarray(np.array([[-3.0, 100.4, 300.0]], np.float32), "F")
-    img, notes = cli.to_8bit(floats)
+    img, notes = ingest.to_8bit(floats)
     assert np.asarray(img).tolist() == [[0, 100, 255]] and "F->L" in notes[0]
     cmyk = Image.new("CMYK", (4, 4), (0, 0, 0, 0))
-    img, notes = cli.to_8bit(cmyk)
+    img, notes = ingest.to_8bit(cmyk)
     assert img.mode == "RGB" and notes == ["CMYK->RGB"]
     opaque_palette = Image.fromarray(np.zeros((4, 4), np.uint8), "P")
-    assert cli.to_8bit(opaque_palette)[0].mode == "RGB"
+    assert ingest.to_8bit(opaque_palette)[0].mode == "RGB"
 
 
 def test_glow_companions_add_the_ratio_and_waic(smoke_model, image_folder: Path, tmp_path: Path,
@@ -331,7 +331,7 @@ def test_glow_companions_add_the_ratio_and_waic(smoke_model, image_folder: Path,
     frame = pd.read_csv(out)
     assert list(frame.columns)[-2:] == ["likelihood_ratio", "waic"]
     # recompute from the models: s = log p_bg - log p; -WAIC over seeds 0, 1, 2
-    images = torch.from_numpy(cli.load_path(image_folder, 1, 28, 255).images)
+    images = torch.from_numpy(ingest.load_path(image_folder, 1, 28, 255).images)
     images = images.permute(0, 3, 1, 2).contiguous()
     own = evaluate(smoke_model.model, images)["log_px"]
     bg = evaluate(bundle.background.model, images)["log_px"]

@@ -17,15 +17,16 @@ import pytest
 import torch
 from PIL import Image
 
-from ood_lib import catalogue, data
-from ood_lib.data import (
+from ood_lib import catalogue
+from ood_lib.data import download, files, stats, store
+from ood_lib.data.files import (
     ChecksumError,
     DataError,
     DataFormatError,
     MissingDataError,
-    Split,
     UnknownDatasetError,
 )
+from ood_lib.data.store import Split
 from tests.conftest import tiny_arrays
 
 OFFLINE_PAIRS = [(d, s) for d in catalogue.DATASETS for s in catalogue.SPLITS
@@ -35,14 +36,14 @@ OFFLINE_PAIRS = [(d, s) for d in catalogue.DATASETS for s in catalogue.SPLITS
 @pytest.fixture(scope="module")
 def splits(data_root: Path) -> dict[tuple[str, str], Split]:
     """Every split of the offline copy, loaded once."""
-    return {pair: data.load(*pair, data_root=data_root) for pair in data.available(data_root)}
+    return {pair: store.load(*pair, data_root=data_root) for pair in store.available(data_root)}
 
 
 # --------------------------------------------------------------------------- the offline copy
 
 
 def test_offline_copy_has_every_split_but_svhn_train(data_root: Path) -> None:
-    assert data.available(data_root) == OFFLINE_PAIRS
+    assert store.available(data_root) == OFFLINE_PAIRS
 
 
 @pytest.mark.parametrize("pair", OFFLINE_PAIRS, ids="-".join)
@@ -108,22 +109,22 @@ def test_cifar10_train_channel_stats_match_the_known_values(splits: dict) -> Non
     whole = Split("cifar10", "train", np.concatenate([train.x, val.x]),
                   np.concatenate([train.y, val.y]), np.concatenate([train.index, val.index]),
                   50_000, train.source)
-    stats = data.channel_stats(whole)
+    channel = stats.channel_stats(whole)
     # The widely used CIFAR-10 training-set normalisation constants (all 50,000 images).
-    assert np.allclose(stats["channel_mean"], [0.4914, 0.4822, 0.4465], atol=5e-4)
-    assert np.allclose(stats["channel_std"], [0.2470, 0.2435, 0.2616], atol=5e-4)
-    assert stats["n"] == 50_000 and stats["label"] == "CIFAR10-Train"
+    assert np.allclose(channel["channel_mean"], [0.4914, 0.4822, 0.4465], atol=5e-4)
+    assert np.allclose(channel["channel_std"], [0.2470, 0.2435, 0.2616], atol=5e-4)
+    assert channel["n"] == 50_000 and channel["label"] == "CIFAR10-Train"
 
 
 def test_svhn_train_is_reported_missing(data_root: Path, no_network: None) -> None:
     with pytest.raises(MissingDataError, match=r"SVHN train \(svhn_train.npz\) is not in the "
                        r"offline copy at .*OOD_DATA_ROOT.*OOD_DATA=online"):
-        data.load("svhn", "train", data_root)
+        store.load("svhn", "train", data_root)
 
 
 @pytest.mark.slow
 def test_coverage_table(data_root: Path) -> None:
-    table = data.coverage_table(data_root).set_index(["dataset", "split"])
+    table = stats.coverage_table(data_root).set_index(["dataset", "split"])
     assert len(table) == 13  # 5 datasets x train/test, and 3 held-out splits
     assert table.loc[("SVHN", "train"), "images here"] == 0
     assert table.loc[("SVHN", "test"), "images here"] == 7_136
@@ -132,9 +133,9 @@ def test_coverage_table(data_root: Path) -> None:
 
 
 def test_offline_manifest_describes_the_files(data_root: Path) -> None:
-    manifest = data.read_manifest(data_root)
-    assert {data.file_stem(*p) for p in OFFLINE_PAIRS} == set(manifest)
-    assert data.file_stem("cifar10", "val") == "cifar10_train"  # held-out images live there
+    manifest = files.read_manifest(data_root)
+    assert {files.file_stem(*p) for p in OFFLINE_PAIRS} == set(manifest)
+    assert files.file_stem("cifar10", "val") == "cifar10_train"  # held-out images live there
     assert all(entry.get("source") for entry in manifest.values())
 
 
@@ -146,11 +147,11 @@ def test_notmnist_split_is_disjoint_complete_and_fixed(splits: dict, data_root: 
     assert (train.n, test.n) == (14_962, 3_762)
     assert not set(train.index) & set(test.index)
     assert np.array_equal(np.sort(np.concatenate([train.index, test.index])), np.arange(18_724))
-    again = data.load("notmnist", "test", data_root)
+    again = store.load("notmnist", "test", data_root)
     assert np.array_equal(again.index, test.index) and np.array_equal(again.x, test.x)
     with np.load(data_root / "notmnist_small.npz") as f:
         names = f["name"]
-    mask = data.notmnist_test_mask(names)
+    mask = files.notmnist_test_mask(names)
     assert np.array_equal(np.flatnonzero(mask), test.index)
     assert mask[0] == (hashlib.sha256(names[0].encode()).digest()[0] < 51)
     assert 0.19 < mask.mean() < 0.21
@@ -158,8 +159,8 @@ def test_notmnist_split_is_disjoint_complete_and_fixed(splits: dict, data_root: 
 
 def test_notmnist_rule_depends_only_on_the_name() -> None:
     names = ["A/MDEtMDEtMDAudHRm.png", "B/x.png", "J/y.png"]
-    reversed_mask = data.notmnist_test_mask(names[::-1])[::-1]
-    assert np.array_equal(data.notmnist_test_mask(names), reversed_mask)
+    reversed_mask = files.notmnist_test_mask(names[::-1])[::-1]
+    assert np.array_equal(files.notmnist_test_mask(names), reversed_mask)
 
 
 # --------------------------------------------------------------------------- statistics
@@ -170,20 +171,20 @@ def test_channel_stats_on_known_images() -> None:
     x[1::2] = 255  # images alternate black, white
     x[..., 2] = 51  # blue constant 0.2
     sp = Split("cifar10", "test", x, np.zeros(4, np.int64), np.arange(4), 10_000, "synthetic")
-    stats = data.channel_stats(sp, chunk=3)
-    assert np.allclose(stats["channel_mean"], [0.5, 0.5, 0.2])
-    assert np.allclose(stats["channel_std"], [0.5, 0.5, 0.0])
+    channel = stats.channel_stats(sp, chunk=3)
+    assert np.allclose(channel["channel_mean"], [0.5, 0.5, 0.2])
+    assert np.allclose(channel["channel_std"], [0.5, 0.5, 0.0])
     # per-pixel unbiased variance: 1/3 for the 8 red/green dimensions, 0 for the 4 blue ones
-    assert stats["pixel_variance_mean"] == pytest.approx((8 * 1 / 3) / 12)
+    assert channel["pixel_variance_mean"] == pytest.approx((8 * 1 / 3) / 12)
 
 
 def test_pixel_moments_match_numpy() -> None:
     x = tiny_arrays(n=7, shape=(4, 3, 3))["x"]
     sp = Split("svhn", "test", x, np.zeros(7, np.int64), np.arange(7), 26_032, "synthetic")
-    mean, var = data.pixel_moments(sp, chunk=2)
+    mean, var = stats.pixel_moments(sp, chunk=2)
     assert np.allclose(mean, x.mean(axis=0) / 255) and np.allclose(var, np.var(x / 255, 0, ddof=1))
     with pytest.raises(ValueError, match="at least 2 images"):
-        data.pixel_moments(sp.subset(1))
+        stats.pixel_moments(sp.subset(1))
 
 
 # --------------------------------------------------------------------------- errors
@@ -192,10 +193,10 @@ def test_pixel_moments_match_numpy() -> None:
 def test_unknown_names() -> None:
     with pytest.raises(UnknownDatasetError, match="unknown dataset 'imagenet'; expected one of "
                        "cifar10, svhn, mnist, fashion_mnist, notmnist") as err:
-        data.load("imagenet", "test")
+        store.load("imagenet", "test")
     assert isinstance(err.value, KeyError) and not str(err.value).startswith("'")
     with pytest.raises(UnknownDatasetError, match="unknown split 'valid'; expected one of train"):
-        data.load("mnist", "valid")
+        store.load("mnist", "valid")
 
 
 def test_checksum_mismatch(tmp_root: Callable[..., Path]) -> None:
@@ -204,7 +205,7 @@ def test_checksum_mismatch(tmp_root: Callable[..., Path]) -> None:
     actual = hashlib.sha256(path.read_bytes()).hexdigest()
     with pytest.raises(ChecksumError, match=f"sha256 mismatch for {path}: manifest.json expects "
                        f"{'0' * 64}, the file has {actual}"):
-        data.load("mnist", "test", root)
+        store.load("mnist", "test", root)
 
 
 def test_checksum_missing_from_manifest(tmp_root: Callable[..., Path]) -> None:
@@ -213,7 +214,7 @@ def test_checksum_missing_from_manifest(tmp_root: Callable[..., Path]) -> None:
     del manifest["mnist_test"]["sha256"]
     (root / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ChecksumError, match="no sha256 for mnist_test"):
-        data.load("mnist", "test", root)
+        store.load("mnist", "test", root)
 
 
 def test_checksum_is_verified_once_per_file_version(
@@ -221,15 +222,15 @@ def test_checksum_is_verified_once_per_file_version(
 ) -> None:
     root = tmp_root()
     calls = []
-    real = data.sha256_file
-    monkeypatch.setattr(data, "sha256_file", lambda p: calls.append(p) or real(p))
-    data.load("mnist", "test", root)
-    data.load("mnist", "test", root)
+    real = files.sha256_file
+    monkeypatch.setattr(files, "sha256_file", lambda p: calls.append(p) or real(p))
+    store.load("mnist", "test", root)
+    store.load("mnist", "test", root)
     assert len(calls) == 1
     path = root / "mnist_test.npz"
     st = path.stat()
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # "modified": check again
-    data.load("mnist", "test", root)
+    store.load("mnist", "test", root)
     assert len(calls) == 2
 
 
@@ -238,52 +239,52 @@ def test_missing_file_and_manifest(tmp_root: Callable[..., Path], tmp_path: Path
     (root / "mnist_test.npz").unlink()
     with pytest.raises(MissingDataError, match="mnist_test.npz.*listed in manifest.json but "
                        "absent at .*OOD_DATA_ROOT"):
-        data.load("mnist", "test", root)
+        store.load("mnist", "test", root)
     with pytest.raises(MissingDataError, match="not in the offline copy"):
-        data.load("fashion_mnist", "test", root)
+        store.load("fashion_mnist", "test", root)
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(MissingDataError, match=f"no manifest.json in the data root {empty}"):
-        data.load("mnist", "test", empty)
+        store.load("mnist", "test", empty)
 
 
 def test_wrong_shape(tmp_root: Callable[..., Path]) -> None:
     root = tmp_root(**tiny_arrays(shape=(32, 32, 3)))
     with pytest.raises(DataFormatError, match=r"x has shape \(5, 32, 32, 3\), expected "
                        r"\(N, 28, 28, 1\) for mnist"):
-        data.load("mnist", "test", root)
+        store.load("mnist", "test", root)
 
 
 def test_wrong_dtype(tmp_root: Callable[..., Path]) -> None:
     arrays = tiny_arrays()
     root = tmp_root(**{**arrays, "x": arrays["x"].astype(np.float32)})
     with pytest.raises(DataFormatError, match="x has dtype float32, expected uint8"):
-        data.load("mnist", "test", root)
+        store.load("mnist", "test", root)
 
 
 def test_nan_labels(tmp_root: Callable[..., Path]) -> None:
     y = np.full(5, np.nan)
     root = tmp_root(**{**tiny_arrays(), "y": y})
     with pytest.raises(DataFormatError, match="y has dtype float64, expected int64"):
-        data.load("mnist", "test", root)
+        store.load("mnist", "test", root)
 
 
 def test_labels_out_of_range(tmp_root: Callable[..., Path]) -> None:
     root = tmp_root(**{**tiny_arrays(), "y": np.array([0, 1, 2, 3, 10])})
     with pytest.raises(DataFormatError, match=r"labels y span 0..10, expected 0..9"):
-        data.load("mnist", "test", root)
+        store.load("mnist", "test", root)
 
 
 def test_missing_array(tmp_root: Callable[..., Path]) -> None:
     root = tmp_root(x=tiny_arrays()["x"])
     with pytest.raises(DataFormatError, match=r"lacks array\(s\) y, index \(has x\)"):
-        data.load("mnist", "test", root)
+        store.load("mnist", "test", root)
 
 
 def test_length_mismatch(tmp_root: Callable[..., Path]) -> None:
     root = tmp_root(**{**tiny_arrays(), "index": np.arange(4)})
     with pytest.raises(DataFormatError, match=r"index has shape \(4,\), expected \(5,\)"):
-        data.load("mnist", "test", root)
+        store.load("mnist", "test", root)
 
 
 def _rewrite(root: Path, stem: str, content: bytes) -> None:
@@ -297,7 +298,7 @@ def test_not_an_npz(tmp_root: Callable[..., Path]) -> None:
     root = tmp_root()
     _rewrite(root, "mnist_test", b"this is not a zip archive at all")
     with pytest.raises(DataFormatError, match="mnist_test.npz is not a readable .npz"):
-        data.load("mnist", "test", root)
+        store.load("mnist", "test", root)
 
 
 def test_single_npy_array(tmp_root: Callable[..., Path], tmp_path: Path) -> None:
@@ -305,7 +306,7 @@ def test_single_npy_array(tmp_root: Callable[..., Path], tmp_path: Path) -> None
     np.save(tmp_path / "x.npy", tiny_arrays()["x"])
     _rewrite(root, "mnist_test", (tmp_path / "x.npy").read_bytes())
     with pytest.raises(DataFormatError, match="holds a single array"):
-        data.load("mnist", "test", root)
+        store.load("mnist", "test", root)
 
 
 def test_manifest_count_mismatch(tmp_root: Callable[..., Path]) -> None:
@@ -314,13 +315,13 @@ def test_manifest_count_mismatch(tmp_root: Callable[..., Path]) -> None:
     manifest["mnist_test"]["n"] = 6
     (root / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DataFormatError, match="holds 5 images, manifest.json says 6"):
-        data.load("mnist", "test", root)
+        store.load("mnist", "test", root)
 
 
 def test_bad_mode(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("OOD_DATA", "sometimes")
     with pytest.raises(DataError, match="OOD_DATA='sometimes' is not a data mode"):
-        data.load("mnist", "test", tmp_path)
+        store.load("mnist", "test", tmp_path)
 
 
 # --------------------------------------------------------------------------- roots and modes
@@ -329,29 +330,29 @@ def test_bad_mode(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def test_root_resolution_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for var in ("OOD_DATA_ROOT", "OOD_DATA", "OOD_CACHE"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(data, "PROJECT_ROOT", tmp_path / "project")
+    monkeypatch.setattr(files, "PROJECT_ROOT", tmp_path / "project")
     monkeypatch.setenv("OOD_CACHE", str(tmp_path / "cache"))
-    assert data.resolve_data_root() == tmp_path / "cache"  # no shared copy yet
+    assert files.resolve_data_root() == tmp_path / "cache"  # no shared copy yet
     shared = tmp_path / "shared" / "data"
     shared.mkdir(parents=True)
     (shared / "manifest.json").write_text("{}")
-    assert data.resolve_data_root() == shared
+    assert files.resolve_data_root() == shared
     monkeypatch.setenv("OOD_DATA", "online")
-    assert data.resolve_data_root() == tmp_path / "cache"  # online never picks the shared copy
+    assert files.resolve_data_root() == tmp_path / "cache"  # online never picks the shared copy
     monkeypatch.setenv("OOD_DATA_ROOT", str(tmp_path / "env"))
-    assert data.resolve_data_root() == tmp_path / "env"
-    assert data.resolve_data_root(tmp_path / "arg") == tmp_path / "arg"
+    assert files.resolve_data_root() == tmp_path / "env"
+    assert files.resolve_data_root(tmp_path / "arg") == tmp_path / "arg"
 
 
 def test_auto_mode(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("OOD_DATA", raising=False)
-    assert data.data_mode(tmp_path) == "online"  # no manifest
+    assert files.data_mode(tmp_path) == "online"  # no manifest
     (tmp_path / "manifest.json").write_text(json.dumps({"a": {"origin": "online"}}))
-    assert data.data_mode(tmp_path) == "online"  # a download cache keeps downloading
+    assert files.data_mode(tmp_path) == "online"  # a download cache keeps downloading
     (tmp_path / "manifest.json").write_text(json.dumps({"a": {"sha256": "..."}}))
-    assert data.data_mode(tmp_path) == "offline"
+    assert files.data_mode(tmp_path) == "offline"
     monkeypatch.setenv("OOD_DATA", "online")
-    assert data.data_mode(tmp_path) == "online"
+    assert files.data_mode(tmp_path) == "online"
 
 
 # --------------------------------------------------------------------------- online conversions
@@ -362,16 +363,16 @@ def test_from_torchvision_arrays_layouts() -> None:
     nhwc = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
     targets = [1, 2, 3]
     for data_, layout in [(nhwc, "NHWC"), (nhwc.transpose(0, 3, 1, 2), "NCHW")]:
-        out = data.from_torchvision_arrays(data_, targets, layout)
+        out = download.from_torchvision_arrays(data_, targets, layout)
         assert np.array_equal(out["x"], nhwc) and out["y"].dtype == np.int64
         assert out["y"].tolist() == targets and out["index"].tolist() == [0, 1, 2]
     grey = torch.from_numpy(rng.integers(0, 256, (3, 28, 28), dtype=np.uint8))
-    out = data.from_torchvision_arrays(grey, torch.tensor(targets), "NHW")
+    out = download.from_torchvision_arrays(grey, torch.tensor(targets), "NHW")
     assert out["x"].shape == (3, 28, 28, 1) and np.array_equal(out["x"][..., 0], grey.numpy())
     with pytest.raises(DataFormatError, match="does not match layout 'NHW'"):
-        data.from_torchvision_arrays(nhwc, targets, "NHW")
+        download.from_torchvision_arrays(nhwc, targets, "NHW")
     with pytest.raises(DataFormatError, match="3 images but 2 labels"):
-        data.from_torchvision_arrays(nhwc, [0, 1], "NHWC")
+        download.from_torchvision_arrays(nhwc, [0, 1], "NHWC")
 
 
 def _write_cifar_batches(folder: Path, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -397,13 +398,13 @@ def test_cifar_pickle_batches_convert(
     batches = _write_cifar_batches(tmp_path / "raw" / "cifar-10-batches-py",
                                    np.random.default_rng(0))
     monkeypatch.setattr(cifar, "check_integrity", lambda *a, **k: True)  # no real md5s here
-    ds = data.torchvision_split("cifar10", "test", tmp_path / "raw", download=False)
-    out = data.from_torchvision_arrays(ds.data, ds.targets, "NHWC")
+    ds = download.torchvision_split("cifar10", "test", tmp_path / "raw", download=False)
+    out = download.from_torchvision_arrays(ds.data, ds.targets, "NHWC")
     rows = batches["test_batch"]
     assert out["x"].shape == (2, 32, 32, 3)
     assert np.array_equal(out["x"][1, :, :, 0].ravel(), rows[1, :1024])  # red plane
     assert np.array_equal(out["x"][1, :, :, 2].ravel(), rows[1, 2048:])  # blue plane
-    train = data.torchvision_split("cifar10", "train", tmp_path / "raw", download=False)
+    train = download.torchvision_split("cifar10", "train", tmp_path / "raw", download=False)
     assert len(train.data) == 10
 
 
@@ -433,8 +434,8 @@ def test_mnist_idx_files_convert(
     tmp_path: Path, no_network: None, name: str, cls_name: str
 ) -> None:
     written = _write_mnist_raw(tmp_path / "raw", cls_name)
-    ds = data.torchvision_split(name, "test", tmp_path / "raw", download=False)
-    out = data.from_torchvision_arrays(ds.data, ds.targets, "NHW")
+    ds = download.torchvision_split(name, "test", tmp_path / "raw", download=False)
+    out = download.from_torchvision_arrays(ds.data, ds.targets, "NHW")
     images, labels = written["test"]
     assert np.array_equal(out["x"][..., 0], images) and np.array_equal(out["y"], labels)
 
@@ -447,8 +448,8 @@ def test_svhn_mat_converts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     x = rng.integers(0, 256, (32, 32, 3, 4), dtype=np.uint8)  # .mat layout: H, W, C, N
     sio.savemat(tmp_path / "test_32x32.mat", {"X": x, "y": np.array([[10], [1], [2], [10]])})
     monkeypatch.setattr(svhn, "check_integrity", lambda *a, **k: True)
-    ds = data.torchvision_split("svhn", "test", tmp_path, download=False)
-    out = data.from_torchvision_arrays(ds.data, ds.labels, "NCHW")
+    ds = download.torchvision_split("svhn", "test", tmp_path, download=False)
+    out = download.from_torchvision_arrays(ds.data, ds.labels, "NCHW")
     assert np.array_equal(out["x"], x.transpose(3, 0, 1, 2)) and out["y"].tolist() == [0, 1, 2, 0]
 
 
@@ -467,14 +468,14 @@ def _write_notmnist_folder(folder: Path) -> dict[str, np.ndarray]:
 
 def test_notmnist_folder_converts(tmp_path: Path) -> None:
     images = _write_notmnist_folder(tmp_path / "notMNIST_small")
-    out = data.from_notmnist_folder(tmp_path / "notMNIST_small")
+    out = download.from_notmnist_folder(tmp_path / "notMNIST_small")
     assert out["name"].tolist() == sorted(images)
     assert out["x"].shape == (18, 28, 28, 1) and out["x"].dtype == np.uint8
     assert all(np.array_equal(out["x"][i, ..., 0], images[s]) for i, s in enumerate(out["name"]))
     assert out["y"].tolist() == [0] * 6 + [1] * 6 + [9] * 6
     assert out["index"].tolist() == list(range(18))
     with pytest.raises(MissingDataError, match="no letter folders A..J"):
-        data.from_notmnist_folder(tmp_path)
+        download.from_notmnist_folder(tmp_path)
 
 
 def test_online_mode_converts_caches_and_verifies(
@@ -487,21 +488,21 @@ def test_online_mode_converts_caches_and_verifies(
     written = _write_mnist_raw(cache / "raw", "MNIST")  # "already downloaded": no network
     images = _write_notmnist_folder(cache / "raw" / "notMNIST_small")
 
-    sp = data.load("mnist", "test")
+    sp = store.load("mnist", "test")
     assert np.array_equal(sp.x[..., 0], written["test"][0])
     assert sp.official_size == 10_000 and sp.coverage_str == "7 of 10,000 (0.1%)"
     assert sp.source.startswith("torchvision.datasets.MNIST download (cached at ")
-    entry = data.read_manifest(cache)["mnist_test"]
+    entry = files.read_manifest(cache)["mnist_test"]
     assert entry["origin"] == "online" and entry["n"] == 7
     assert entry["sha256"] == hashlib.sha256((cache / "mnist_test.npz").read_bytes()).hexdigest()
 
-    test, train = data.load("notmnist", "test"), data.load("notmnist", "train")
-    mask = data.notmnist_test_mask(sorted(images))
+    test, train = store.load("notmnist", "test"), store.load("notmnist", "train")
+    mask = files.notmnist_test_mask(sorted(images))
     assert (test.n, train.n) == (mask.sum(), (~mask).sum())
     assert np.array_equal(test.index, np.flatnonzero(mask))
 
     monkeypatch.setenv("OOD_DATA", "auto")  # the cache's manifest is an online one
-    assert data.data_mode(cache) == "online"
-    assert data.available(cache) == [(d, s) for d in catalogue.DATASETS for s in catalogue.SPLITS
+    assert files.data_mode(cache) == "online"
+    assert store.available(cache) == [(d, s) for d in catalogue.DATASETS for s in catalogue.SPLITS
                                      if (d, s) in catalogue.OFFICIAL_SIZES]
-    assert np.array_equal(data.load("mnist", "test", cache).x, sp.x)
+    assert np.array_equal(store.load("mnist", "test", cache).x, sp.x)

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from book_runner import cli, execute
-from ood_lib import data
-from ood_lib.data import MissingDataError
+from ood_lib.data import download, files, store
+from ood_lib.data.files import MissingDataError
 
 
 @pytest.fixture
@@ -25,8 +25,8 @@ def no_download(monkeypatch: pytest.MonkeyPatch, no_network: None) -> list[tuple
         calls.append(args)
         raise AssertionError(f"download attempted: {args}")
 
-    monkeypatch.setattr(data, "download", refuse)
-    monkeypatch.setattr(data, "torchvision_split", refuse)
+    monkeypatch.setattr(store, "download", refuse)
+    monkeypatch.setattr(download, "torchvision_split", refuse)
     for var in ("OOD_DATA_ROOT", "OOD_DATA"):
         monkeypatch.delenv(var, raising=False)
     return calls
@@ -39,10 +39,10 @@ def test_missing_argument_root_is_an_error(
     monkeypatch.setenv("OOD_DATA", mode)
     missing = tmp_path / "no" / "such" / "root"
     for call in (
-        lambda: data.load("mnist", "test", data_root=missing),
-        lambda: data.available(missing),
-        lambda: data.read_manifest(missing),
-        lambda: data.checked_data_root(str(missing)),
+        lambda: store.load("mnist", "test", data_root=missing),
+        lambda: store.available(missing),
+        lambda: files.read_manifest(missing),
+        lambda: files.checked_data_root(str(missing)),
     ):
         with pytest.raises(MissingDataError, match=rf"data root {missing} given by the data_root"):
             call()
@@ -58,7 +58,7 @@ def test_missing_env_root_is_an_error(
     monkeypatch.setenv("OOD_DATA", "online")
     with pytest.raises(MissingDataError, match=rf"data root {missing} given by OOD_DATA_ROOT "
                        "does not exist"):
-        data.load("cifar10", "train")
+        store.load("cifar10", "train")
     assert not missing.exists() and no_download == []
 
 
@@ -66,7 +66,7 @@ def test_a_file_is_not_a_root(tmp_path: Path, no_download: list) -> None:
     file = tmp_path / "manifest.json"
     file.write_text("{}")
     with pytest.raises(MissingDataError, match=rf"data root {file} .* is not a folder"):
-        data.available(file)
+        store.available(file)
 
 
 def test_existing_and_cache_roots_still_resolve(
@@ -76,14 +76,14 @@ def test_existing_and_cache_roots_still_resolve(
     empty.mkdir()
     monkeypatch.setenv("OOD_DATA", "offline")
     with pytest.raises(MissingDataError, match=f"no manifest.json in the data root {empty}"):
-        data.load("mnist", "test", empty)
+        store.load("mnist", "test", empty)
     # The download cache is the one root that may be missing: online mode creates it. The
     # chapters pass the resolved root on explicitly, so that must be accepted too.
     cache = tmp_path / "cache"
     monkeypatch.setenv("OOD_CACHE", str(cache))
-    assert data.checked_data_root(cache) == cache
+    assert files.checked_data_root(cache) == cache
     monkeypatch.setenv("OOD_DATA_ROOT", str(cache))
-    assert data.checked_data_root() == cache
+    assert files.checked_data_root() == cache
 
 
 def test_runner_refuses_a_missing_data_root_before_executing(

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 import torch
 
-from ood_lib import catalogue, data, paths, scoring
+from ood_lib import catalogue, paths, scoring
+from ood_lib.data import files, store
 from ood_lib.metrics import auroc, paired_bootstrap_auroc_difference
 from ood_lib.models.glow import Glow, GlowConfig
 from ood_lib.training.loop import LOG_FILE, TrainConfig, train
@@ -24,8 +25,8 @@ from ood_lib.zoo import registry
                                                         ("fashion_mnist", 55_000, 60_000)])
 def test_held_out_split_is_the_last_official_training_images(data_root: Path, dataset: str,
                                                              start: int, stop: int) -> None:
-    val = data.load_named(f"{dataset}_val", data_root)
-    train_split = data.load(dataset, "train", data_root)
+    val = store.load_named(f"{dataset}_val", data_root)
+    train_split = store.load(dataset, "train", data_root)
     assert (val.split, val.n) == ("val", stop - start)
     np.testing.assert_array_equal(val.index, np.arange(start, stop))
     assert train_split.n == start and train_split.index.max() == start - 1
@@ -33,33 +34,33 @@ def test_held_out_split_is_the_last_official_training_images(data_root: Path, da
 
 
 def test_notmnist_held_out_split_is_the_even_half_of_its_test_split(data_root: Path) -> None:
-    test, val = data.load("notmnist", "test", data_root), data.load("notmnist", "val", data_root)
+    test, val = store.load("notmnist", "test", data_root), store.load("notmnist", "val", data_root)
     np.testing.assert_array_equal(val.x, test.x[0::2])
-    odd = data.fit_evaluation_split(test)
+    odd = store.fit_evaluation_split(test)
     np.testing.assert_array_equal(odd.index, test.index[1::2])
     assert np.intersect1d(odd.index, val.index).size == 0 and odd.n + val.n == test.n
 
 
 def test_datasets_without_a_held_out_split_say_so(data_root: Path) -> None:
-    with pytest.raises(data.UnknownDatasetError, match="SVHN has no held-out split"):
-        data.load("svhn", "val", data_root)
-    with pytest.raises(data.UnknownDatasetError, match="'<dataset>_<split>'"):
-        data.load_named("cifar10", data_root)
+    with pytest.raises(files.UnknownDatasetError, match="SVHN has no held-out split"):
+        store.load("svhn", "val", data_root)
+    with pytest.raises(files.UnknownDatasetError, match="'<dataset>_<split>'"):
+        store.load_named("cifar10", data_root)
 
 
 def test_fits_refuse_test_splits_training_images_and_held_out_images_a_model_saw(
         data_root: Path) -> None:
-    val = data.load("cifar10", "val", data_root)
-    assert data.check_fit_split(val, (0, 45_000)) is val
-    with pytest.raises(data.FitDataError, match="never a test split"):
-        data.check_fit_split(data.load("cifar10", "test", data_root), (0, 45_000))
-    with pytest.raises(data.FitDataError, match="never training images"):
-        data.check_fit_split(data.load("cifar10", "train", data_root), (0, 45_000))
+    val = store.load("cifar10", "val", data_root)
+    assert store.check_fit_split(val, (0, 45_000)) is val
+    with pytest.raises(store.FitDataError, match="never a test split"):
+        store.check_fit_split(store.load("cifar10", "test", data_root), (0, 45_000))
+    with pytest.raises(store.FitDataError, match="never training images"):
+        store.check_fit_split(store.load("cifar10", "train", data_root), (0, 45_000))
     # a model whose record predates the split trained on the held-out images
-    with pytest.raises(data.FitDataError, match="include held-out images"):
-        data.check_fit_split(val, None)
-    with pytest.raises(data.FitDataError, match="include held-out images"):
-        data.check_fit_split(val, (40_000, 46_000))
+    with pytest.raises(store.FitDataError, match="include held-out images"):
+        store.check_fit_split(val, None)
+    with pytest.raises(store.FitDataError, match="include held-out images"):
+        store.check_fit_split(val, (40_000, 46_000))
 
 
 def _records() -> dict[str, dict]:
@@ -103,8 +104,8 @@ def test_a_stale_stand_in_gets_no_fitted_scores(data_root: Path) -> None:
     assert "index_range" not in record["train_data"]
     trained = registry.TrainedModel(model=None, spec=spec, record=record, log=pd.DataFrame(),
                                     path=Path("."), stale="old")
-    with pytest.raises(data.FitDataError):
-        trained.fit_split(data.load("cifar10", "val", data_root))
+    with pytest.raises(store.FitDataError):
+        trained.fit_split(store.load("cifar10", "val", data_root))
     pair = scoring.ScoredPair(trained, {r: None for r in ("train", "test", "ood")},
                               {r: {} for r in ("train", "test", "ood")})
     fitted = scoring.with_held_out(pair, "smoke", data_root)
@@ -190,8 +191,8 @@ def test_a_model_that_predates_the_split_loads_only_as_a_flagged_stand_in(
                              allow_training=False)
     assert stale.key == old.key and "fashion_mnist_val included" in stale.stale
     assert registry.predecessor(stale) is None
-    with pytest.raises(data.FitDataError, match="include held-out images"):
-        stale.fit_split(data.load("fashion_mnist", "val", data_root))
+    with pytest.raises(store.FitDataError, match="include held-out images"):
+        stale.fit_split(store.load("fashion_mnist", "val", data_root))
     with pytest.raises(registry.CheckpointError):  # nothing stands in for another seed
         registry.get("glow", "fashion_mnist", "smoke", seed=5, data_root=data_root,
                      allow_training=False)

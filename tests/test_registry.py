@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from ood_lib import catalogue, data, paths
+from ood_lib import catalogue, paths
+from ood_lib.data import store
 from ood_lib.models.base import evaluate
 from ood_lib.models.glow import Glow, GlowConfig
 from ood_lib.training.loop import TrainConfig, train
@@ -126,7 +127,7 @@ def test_shipped_cpu_checkpoints_match_the_current_code(dataset: str, data_root:
     assert len(trained.log) == trained.spec.train_config.steps // trained.spec.train_config.eval_every
     # Same numbers as when it was trained: the final monitored test bits/dim of its record.
     cfg = trained.spec.train_config
-    test = data.load(dataset, "test", data_root).subset(cfg.eval_images).tensor()
+    test = store.load(dataset, "test", data_root).subset(cfg.eval_images).tensor()
     bpd = evaluate(trained.model, test)["bpd"].mean()
     assert bpd == pytest.approx(trained.record["final_bpd"][f"{dataset}_test_bpd"], abs=1e-5)
 
@@ -157,7 +158,7 @@ def test_paper_profile_constructs_and_trains_a_few_steps(tmp_path: Path, data_ro
     assert (paper.optimizer, paper.lr) == ("adamax", 1e-3)
     torch.manual_seed(0)
     model = Glow(GlowConfig(**cfg))
-    images = data.load("cifar10", "test", data_root).subset(32).tensor()
+    images = store.load("cifar10", "test", data_root).subset(32).tensor()
     short = TrainConfig(**{**paper.to_dict(), "steps": 3, "batch_size": 2,
                            "init_batch_size": 32, "eval_every": 3, "eval_images": 2})
     result = train(model, images, short, tmp_path, progress=False)

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ood_lib import data, results, scoring, transforms
+from ood_lib import results, scoring, transforms
+from ood_lib.data import store
 from ood_lib.zoo import registry
 from tests.conftest import tiny_arrays
 
@@ -20,7 +21,7 @@ def trained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data_root: Path) ->
 
 
 def _mnist_as_rgb(root: Path) -> scoring.EvalSet:
-    return scoring.from_split(data.load("mnist", "test", root), "ood", 3, None)
+    return scoring.from_split(store.load("mnist", "test", root), "ood", 3, None)
 
 
 @pytest.mark.slow

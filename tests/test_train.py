@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from ood_lib import data
+from ood_lib.data import store
 from ood_lib.models.base import DensityModel, evaluate
 from ood_lib.models.glow import Glow, GlowConfig
 from ood_lib.models.pixelcnn import MaskedConv2d
@@ -32,7 +32,7 @@ CFG = TrainConfig(steps=24, batch_size=16, lr=2e-3, warmup_steps=4, eval_every=8
 @pytest.fixture(scope="module")
 def images(data_root: Path) -> torch.Tensor:
     """256 real Fashion-MNIST test images, uint8 [N, 1, 28, 28]."""
-    return data.load("fashion_mnist", "test", data_root).subset(256).tensor()
+    return store.load("fashion_mnist", "test", data_root).subset(256).tensor()
 
 
 def _glow() -> Glow:

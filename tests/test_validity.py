@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import Tensor
 
-from ood_lib import data
 from ood_lib.analysis import second_order, validity
 from ood_lib.analysis.second_order import derivatives, input_units, log_density
+from ood_lib.data import store
 from ood_lib.zoo import registry
 
 F64 = torch.float64
@@ -132,8 +132,8 @@ def test_path_integral_reproduces_a_shipped_glow_to_its_stated_error(data_root) 
     (notMNIST) to within a small multiple of its own error estimate."""
     trained = registry.get("glow", "notmnist", "cpu", data_root=data_root, allow_training=False)
     f = log_density(trained.model)
-    images = input_units(data.load("notmnist", "test", data_root).tensor()[:4])
-    x0 = input_units(data.load("notmnist", "train", data_root).tensor()[:500]).mean(0)
+    images = input_units(store.load("notmnist", "test", data_root).tensor()[:4])
+    x0 = input_units(store.load("notmnist", "train", data_root).tensor()[:500]).mean(0)
     acc = validity.path_integral(f, x0, images, nodes=8)
     gap = (acc.integral - acc.measured).abs()
     assert bool((gap <= 10 * acc.error + 1e-6 * acc.measured.abs()).all()), (gap, acc.error)

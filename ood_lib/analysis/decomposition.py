@@ -38,6 +38,12 @@ Scores = Mapping[str, Mapping[str, np.ndarray]]
 ROLES = ("train", "test", "ood")
 
 
+def favouring(gaps: Mapping[str, float]) -> list[str]:
+    """The terms, of ``{term: OOD - test gap of mean log-density, nats}``, that favour the OOD
+    set: those whose gap is positive (the OOD images get more of that term)."""
+    return [term for term, gap in gaps.items() if gap > 0]
+
+
 def _mean(values: np.ndarray) -> float:
     return finite_mean(values)[0]
 
@@ -109,7 +115,7 @@ def readings(scores: Scores, n_dims: int) -> pd.DataFrame:
         names = [k for k in t if k.startswith(reading + ":")]
         gaps = {k.split(": ", 1)[1]: _mean(o[k]) - _mean(t[k]) for k in names}
         (d_name, d_gap), (v_name, v_gap) = gaps.items()
-        favours = [name for name, gap in gaps.items() if gap > 0]
+        favours = favouring(gaps)
         rows.append({"reading": reading, "density term": d_name,
                      "density gap (nats)": d_gap, "density gap (bpd)": bits_per_dim(d_gap, n_dims, 0),
                      "volume term": v_name, "volume gap (nats)": v_gap,

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from ood_lib import catalogue, paper, records, results
+from ood_lib.analysis import decomposition
 from ood_lib.records import Record
 from ood_lib.training import profiles
 
@@ -152,7 +153,7 @@ def _claim4(saved: Saved) -> Judgement:
     terms = _get(saved, records.Decomposition).terms
     for dataset in ("notmnist", "cifar10", "fashion_mnist"):
         gap = {t.term: t.gap_nats for t in terms[dataset]}
-        favours_det.append(gap["log |det|"] > 0)
+        favours_det.append("log |det|" in decomposition.favouring(gap))
         parts.append(f"{_name(dataset)}: OOD − test log|det| {gap['log |det|']:+,.1f}, "
                      f"log p(z) {gap['log p(z)']:+,.1f} nats")
     return Judgement("; ".join(parts),

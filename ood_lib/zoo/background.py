@@ -68,8 +68,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ood_lib import catalogue, data, scoring
+from ood_lib import catalogue, scoring
 from ood_lib.catalogue import FAMILY_NAMES
+from ood_lib.data import store
 from ood_lib.metrics import auroc
 from ood_lib.models.base import DensityModel, evaluate
 from ood_lib.scores import likelihood_ratio
@@ -147,14 +148,14 @@ def validation_sets(foreground: TrainedModel, profile: str, data_root: str | Pat
     if dataset not in VALIDATION_OOD:
         raise ValueError(f"no validation OOD set for {dataset!r}; known: {sorted(VALIDATION_OOD)}")
     channels, _ = catalogue.geometry(dataset)
-    held_out = foreground.fit_split(data.load(dataset, "val", data_root))
+    held_out = foreground.fit_split(store.load(dataset, "val", data_root))
     return _validation_pair(dataset, held_out, channels, VALIDATION_IMAGES[profile], data_root)
 
 
-def _validation_pair(dataset: str, held_out: data.Split, channels: int, n: int,
+def _validation_pair(dataset: str, held_out: store.Split, channels: int, n: int,
                      data_root: str | Path | None = None) -> tuple[EvalSet, EvalSet]:
     if VALIDATION_OOD[dataset] != GREY:
-        other = data.load(VALIDATION_OOD[dataset], "test", data_root)
+        other = store.load(VALIDATION_OOD[dataset], "test", data_root)
         return (_named(scoring.from_split(held_out, "validation", channels, n), n),
                 _named(scoring.from_split(other, "validation OOD", channels, n), n))
     if held_out.n < 2 * n:
@@ -514,12 +515,12 @@ def inversion_sets(dataset: str, profile: str, data_root: str | Path | None = No
     pair; the first :data:`VALIDATION_IMAGES` images of each, in the training set's geometry."""
     channels, _ = catalogue.geometry(dataset)
     n = VALIDATION_IMAGES[profile]
-    held_out = data.load(dataset, "val", data_root)
-    old = [(data.load(dataset, "train", data_root), "old validation (in)"),
-           (data.load(OLD_VALIDATION_OOD[dataset], "test", data_root), "old validation (OOD)")]
+    held_out = store.load(dataset, "val", data_root)
+    old = [(store.load(dataset, "train", data_root), "old validation (in)"),
+           (store.load(OLD_VALIDATION_OOD[dataset], "test", data_root), "old validation (OOD)")]
     new = _validation_pair(dataset, held_out, channels, n, data_root)
-    test = [(data.load(dataset, "test", data_root), "test (in)"),
-            (data.load(catalogue.PAIRS[dataset], "test", data_root), "test (OOD)")]
+    test = [(store.load(dataset, "test", data_root), "test (in)"),
+            (store.load(catalogue.PAIRS[dataset], "test", data_root), "test (OOD)")]
     return ([_named(scoring.from_split(s, role, channels, n), n) for s, role in old]
             + [replace(new[0], role="validation (in)"), replace(new[1], role="validation (OOD)")]
             + [_named(scoring.from_split(s, role, channels, n), n) for s, role in test])

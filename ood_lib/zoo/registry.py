@@ -47,7 +47,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ood_lib import catalogue, data, paths
+from ood_lib import catalogue, paths
+from ood_lib.data import store
 from ood_lib.models import glow, pixelcnn, vae
 from ood_lib.models.base import DensityModel
 from ood_lib.training import distributed, profiles
@@ -196,9 +197,9 @@ class TrainedModel:
         r = self.record["train_data"].get("index_range")
         return (r[0], r[1]) if r else None
 
-    def fit_split(self, split: data.Split) -> data.Split:
-        """``split`` if this model's fits may use it (:func:`ood_lib.data.check_fit_split`)."""
-        return data.check_fit_split(split, self.trained_index_range)
+    def fit_split(self, split: store.Split) -> store.Split:
+        """``split`` if this model's fits may use it (:func:`ood_lib.data.store.check_fit_split`)."""
+        return store.check_fit_split(split, self.trained_index_range)
 
     def samples(self) -> np.ndarray:
         """The uint8 samples ``[n, C, H, W]`` drawn when training ended (checked against the
@@ -219,13 +220,13 @@ def checkpoint_root(profile: str) -> Path:
     return paths.build_dir() / "checkpoints" if profile == "smoke" else paths.checkpoints_dir()
 
 
-def training_split(dataset: str, profile: str, data_root: str | Path | None = None) -> data.Split:
-    split = data.load(dataset, "train", data_root)
+def training_split(dataset: str, profile: str, data_root: str | Path | None = None) -> store.Split:
+    split = store.load(dataset, "train", data_root)
     n = profiles.TRAIN_IMAGES[profile]
     return split.subset(n) if n is not None and n < split.n else split
 
 
-def train_data_entry(split: data.Split) -> dict:
+def train_data_entry(split: store.Split) -> dict:
     """What a model's key records of its training data: split, size and, for a dataset with a
     held-out split, the ``[start, stop)`` range of official training indices it trained on."""
     entry = {"split": "train", "n": split.n, "official_size": split.official_size}
@@ -237,7 +238,7 @@ def train_data_entry(split: data.Split) -> dict:
     return entry
 
 
-def make_spec(model: str, dataset: str, profile: str, train_split: data.Split, seed: int = 0,
+def make_spec(model: str, dataset: str, profile: str, train_split: store.Split, seed: int = 0,
               noise_fraction: float = 0.0, l2: float = 0.0) -> ModelSpec:
     return ModelSpec(
         model=model, dataset=dataset, profile=profile, seed=seed,
@@ -330,11 +331,11 @@ def _monitor_sets(dataset: str, profile: str, data_root: str | Path | None,
     gives a noise-free training curve beside the running loss (which mixes random
     dequantization and changing weights); it is not part of the model's key."""
     ood = catalogue.PAIRS.get(dataset) if with_ood else None
-    sets = {f"{dataset}_train": data.load(dataset, "train", data_root).tensor()}
+    sets = {f"{dataset}_train": store.load(dataset, "train", data_root).tensor()}
     if dataset in catalogue.HELD_OUT:
-        sets[f"{dataset}_val"] = data.load(dataset, "val", data_root).tensor()
+        sets[f"{dataset}_val"] = store.load(dataset, "val", data_root).tensor()
     for name in [dataset] + ([ood] if ood else []):
-        sets[f"{name}_test"] = data.load(name, "test", data_root).tensor()
+        sets[f"{name}_test"] = store.load(name, "test", data_root).tensor()
     return sets
 
 
@@ -447,7 +448,7 @@ def get(
     return _load(spec, path)
 
 
-def _train(spec: ModelSpec, split: data.Split, path: Path, data_root: str | Path | None,
+def _train(spec: ModelSpec, split: store.Split, path: Path, data_root: str | Path | None,
            progress: bool, stop_at: int | None = None) -> tuple[DensityModel, TrainResult]:
     """Train (or resume) ``spec``'s model in ``path`` up to ``stop_at`` (default: the end). A
     background model (``noise_fraction`` > 0) is not monitored on the test OOD set: the choice
