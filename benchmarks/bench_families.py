@@ -50,8 +50,8 @@ import torch
 from bench_glow import _spread, count_flops, matmul_peak, peak_memory_mib, print_rows, timed
 from torch.profiler import ProfilerActivity, profile
 
-from ood_lib import catalogue, paths, scoring
-from ood_lib.data import files, store
+from ood_lib import catalogue, paths
+from ood_lib.data import files, image_sets, store
 from ood_lib.models.base import DensityModel, evaluate
 from ood_lib.paths import PROJECT_ROOT
 from ood_lib.zoo import registry
@@ -235,7 +235,7 @@ def check_shipped(baseline: dict[str, object], n: int, data_root: str | None) ->
         old = old_cls(old_config(**trained.spec.model_config))
         old.load_state_dict(trained.model.state_dict())
         old.eval()
-        for s in scoring.paper_sets(record["dataset"], "cpu", data_root, cap=n):
+        for s in image_sets.paper_sets(record["dataset"], "cpu", data_root, cap=n):
             new_bpd = evaluate(trained.model, s.images)["bpd"]
             old_bpd = evaluate(old, s.images, batch_size=BASELINE_EVAL_BATCH)["bpd"]
             diff = float(np.abs(new_bpd - old_bpd).max())

@@ -50,8 +50,8 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ood_lib import catalogue, paths, scoring
-from ood_lib.data import store
+from ood_lib import catalogue, paths
+from ood_lib.data import image_sets, store
 from ood_lib.models.base import evaluate
 from ood_lib.models.glow import Glow, GlowConfig
 from ood_lib.paths import PROJECT_ROOT
@@ -132,7 +132,7 @@ def check_shipped(baseline: object, data_root: str | None) -> None:
                                noise_fraction=record["train_config"].get("noise_fraction", 0.0))
         old = baseline.Glow(baseline.GlowConfig(**trained.spec.model_config))
         old.load_state_dict(trained.model.state_dict())
-        for s in scoring.paper_sets(record["dataset"], "cpu", data_root):
+        for s in image_sets.paper_sets(record["dataset"], "cpu", data_root):
             new_bpd = evaluate(trained.model, s.images)["bpd"]
             with torch.no_grad():
                 old_lp = np.concatenate([

@@ -74,10 +74,10 @@ import torch
 
 from ood_lib import catalogue, compress, metrics, scores, scoring
 from ood_lib.analysis import remedies
-from ood_lib.data import files, store
+from ood_lib.data import files, image_sets, store
+from ood_lib.data.image_sets import EvalSet
 from ood_lib.ingest import BACKGROUNDS, PROGRESS_MIN_IMAGES, ImageInputError, load_path
 from ood_lib.models.base import evaluate
-from ood_lib.scoring import EvalSet
 from ood_lib.zoo import ensemble, registry
 from ood_lib.zoo.ensemble import Companions
 
@@ -102,7 +102,7 @@ def _reference(sets: list[EvalSet], role: str, profile: str, asked: int) -> Eval
     """The set of ``role``, renamed when it holds a different number of images than the book
     scores under this profile, so that its cache entry never replaces the book's."""
     s = next(s for s in sets if s.role == role)
-    book_cap = scoring.MAX_IMAGES[profile]
+    book_cap = image_sets.MAX_IMAGES[profile]
     whole_split = s.n < asked  # fewer images here than asked for: the set is the whole split
     same = book_cap == s.n or (whole_split and (book_cap is None or book_cap >= s.n))
     return s if same else replace(s, name=f"{s.name}-first{s.n}")
@@ -123,9 +123,8 @@ def score_images(trained: registry.TrainedModel, x: np.ndarray, test: EvalSet,
     fit = scoring.score(trained, held_out, profile) if held_out is not None else None
     h_hat = scores.fitted_entropy(fit["log_px"]) if fit is not None else float("nan")
     # the user's images are not a book set: their companions' scores are not cached
-    more = {"user": bundle.log_px_with(lambda m: evaluate(m.model, images)["log_px"],
-                                       user["log_px"]),
-            "test": bundle.log_px(test, profile, ref["log_px"])}
+    more = {"user": bundle.log_px(lambda m: evaluate(m.model, images)["log_px"], user["log_px"]),
+            "test": remedies.companion_log_px(bundle, test, profile, ref["log_px"])}
     # PNG lengths: the test set's from the content-keyed cache the book fills
     png = {"user": compress.compressed_bits(images.numpy(), "png"),
            "test": remedies.set_bits(test, "png", profile)}
@@ -209,12 +208,12 @@ def run(args: argparse.Namespace) -> Path:
     try:
         trained = registry.get(args.model, args.dataset, args.profile, data_root=args.data_root,
                                allow_training=False, progress=False)
-        sets = scoring.paper_sets(args.dataset, args.profile, args.data_root, args.test_images)
+        sets = image_sets.paper_sets(args.dataset, args.profile, args.data_root, args.test_images)
     except (registry.CheckpointError, files.DataError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
     test = _reference(sets, "test", args.profile, args.test_images)
     try:  # what H_hat is fitted on: the held-out split, unless the model trained on it
-        held_out = scoring.from_split(trained.fit_split(store.load(args.dataset, "val",
+        held_out = image_sets.from_split(trained.fit_split(store.load(args.dataset, "val",
                                                                   args.data_root)),
                                       "val", channels, None)
         fit_note = f"{held_out.label}, {held_out.coverage}"

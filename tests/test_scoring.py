@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ood_lib import results, scoring, transforms
-from ood_lib.data import store
+from ood_lib.data import image_sets, store
 from ood_lib.zoo import registry
 from tests.conftest import tiny_arrays
 
@@ -20,8 +20,8 @@ def trained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data_root: Path) ->
     return registry.get("glow", "cifar10", "smoke", data_root=data_root, progress=False)
 
 
-def _mnist_as_rgb(root: Path) -> scoring.EvalSet:
-    return scoring.from_split(store.load("mnist", "test", root), "ood", 3, None)
+def _mnist_as_rgb(root: Path) -> image_sets.EvalSet:
+    return image_sets.from_split(store.load("mnist", "test", root), "ood", 3, None)
 
 
 @pytest.mark.slow

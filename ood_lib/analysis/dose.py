@@ -39,8 +39,8 @@ import torch
 from sklearn.svm import OneClassSVM
 
 from ood_lib import scoring
+from ood_lib.data.image_sets import EvalSet
 from ood_lib.scores import dos_score
-from ood_lib.scoring import EvalSet
 from ood_lib.zoo.registry import TrainedModel
 
 # Fixed before any result was looked at (Morningstar et al. tune neither per dataset).

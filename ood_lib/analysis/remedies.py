@@ -14,30 +14,33 @@ held-out split (:func:`ood_lib.scoring.with_held_out`), never on training or tes
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
 from ood_lib import catalogue, records, scoring
 from ood_lib.compress import compressed_bits, compressor_id
-from ood_lib.metrics import detection_row, roc_curve
+from ood_lib.data.image_sets import EvalSet
+from ood_lib.metrics import auroc, detection_row, roc_curve
 from ood_lib.scores import (
     METHOD_NAMES,
     entropy_estimate,
+    likelihood_ratio,
     per_image_scores,
     typicality_batches,
     typicality_score,
 )
-from ood_lib.scoring import EvalSet, ScoredPair
+from ood_lib.scoring import ScoredPair
+from ood_lib.zoo.ensemble import Companions
+from ood_lib.zoo.registry import TrainedModel
 
 
-class CompanionScores(Protocol):
-    """What a run's companion models give (:class:`ood_lib.zoo.ensemble.Companions`): ``log_px_bg``
-    and ``log_px_members`` of a book set, from the run's own ``log_px``."""
-
-    def log_px(self, eval_set: EvalSet, profile: str,
-               own_log_px: np.ndarray) -> dict[str, np.ndarray]: ...
+def companion_log_px(companions: Companions, eval_set: EvalSet, profile: str,
+                     own_log_px: np.ndarray) -> dict[str, np.ndarray]:
+    """:meth:`~ood_lib.zoo.ensemble.Companions.log_px` of a book set: each companion's per-image
+    log-likelihoods from the score cache (:func:`ood_lib.scoring.score`)."""
+    return companions.log_px(
+        lambda m: scoring.score(m, eval_set, profile, progress=False)["log_px"], own_log_px)
 
 
 def typicality_auroc(fit: np.ndarray, test: np.ndarray, ood: np.ndarray,
@@ -74,7 +77,7 @@ def pair_label(dataset: str, ood: str) -> str:
 
 def detection_table(pairs: Mapping[tuple[str, str], ScoredPair],
                     bits: Mapping[tuple[str, str], dict[str, dict[str, np.ndarray]]],
-                    companions: Mapping[tuple[str, str], CompanionScores], profile: str,
+                    companions: Mapping[tuple[str, str], Companions], profile: str,
                     seed: int = 0,
                     extra: Mapping[tuple[str, str], dict[str, dict[str, np.ndarray]]] | None = None,
                     ) -> tuple[list[records.Detection], dict]:
@@ -103,7 +106,7 @@ def detection_table(pairs: Mapping[tuple[str, str], ScoredPair],
 
 
 def other_sets_table(pair: ScoredPair, sets: Sequence[EvalSet], profile: str,
-                     companions: CompanionScores, seed: int = 0) -> pd.DataFrame:
+                     companions: Companions, seed: int = 0) -> pd.DataFrame:
     """AUROC of every per-image score (PNG as the compressor) of ``pair``'s model on each of
     ``sets`` (other OOD sets, controls) against its test set, with each set's coverage;
     ``pair`` as :func:`ood_lib.scoring.with_held_out` gives it."""
@@ -121,7 +124,7 @@ def other_sets_table(pair: ScoredPair, sets: Sequence[EvalSet], profile: str,
 
 
 def _named_scores(pair: ScoredPair, fit: dict[str, np.ndarray] | None, role: str | EvalSet,
-                  bits: dict[str, np.ndarray], companions: CompanionScores, profile: str
+                  bits: dict[str, np.ndarray], companions: Companions, profile: str
                   ) -> dict[str, np.ndarray]:
     """:func:`ood_lib.scores.per_image_scores` of one of ``pair``'s roles (or another set,
     scored through the cache), keyed by the book's method names."""
@@ -129,5 +132,42 @@ def _named_scores(pair: ScoredPair, fit: dict[str, np.ndarray] | None, role: str
     x = pair.scores[role] if isinstance(role, str) else scoring.score(pair.trained, eval_set,
                                                                         profile)
     out = per_image_scores(x, fit, pair.n_dims, bits, pair.trained.model.additive_parts,
-                           companions.log_px(eval_set, profile, x["log_px"]))
+                           companion_log_px(companions, eval_set, profile, x["log_px"]))
     return {METHOD_NAMES[key]: value for key, value in out.items()}
+
+
+def companion_models_table(pair: scoring.ScoredPair, bundle: Companions, profile: str) -> pd.DataFrame:
+    """The run's own model, its ensemble members and its background model: training steps and
+    time (from their records) and mean bits/dim on the pair's test and OOD sets."""
+    rows = []
+    named = [(f"shipped (seed {pair.trained.spec.seed})", pair.trained)]
+    named += [(f"ensemble member (seed {m.spec.seed})", m) for m in bundle.members]
+    if bundle.background is not None:
+        cfg = bundle.background.spec.train_config
+        named.append((f"background (μ = {cfg.noise_fraction:g}, λ = {cfg.l2:g})",
+                      bundle.background))
+    for role, trained in named:
+        bpd = {r: scoring.score(trained, pair.sets[r], profile, progress=False)["bpd"].mean()
+               for r in ("test", "ood")}
+        rows.append({"model": role, "steps": trained.record["steps"],
+                     "training (min)": trained.record["wall_s"] / 60,
+                     f"bpd {pair.sets['test'].label}": bpd["test"],
+                     f"bpd {pair.sets['ood'].label}": bpd["ood"]})
+    return pd.DataFrame(rows)
+
+
+def inversion_table(fg: TrainedModel, bg: TrainedModel, sets: Sequence[EvalSet],
+                    profile: str) -> pd.DataFrame:
+    """Per set (scores cached): the mean bits/dim of the foreground and the background, the
+    mean ratio in bits/dim, $s(x) / (D \\ln 2) = \\text{bpd}_{\\text{fg}}(x) -
+    \\text{bpd}_{\\text{bg}}(x)$, and the AUROC of the ratio against the first set."""
+    rows, ref = [], None
+    for s in sets:
+        f, b = (scoring.score(m, s, profile, progress=False) for m in (fg, bg))
+        ratio = likelihood_ratio(f["log_px"], b["log_px"]) / (s.images[0].numel() * np.log(2))
+        ref = ratio if ref is None else ref
+        rows.append({"set": s.label, "role": s.role, "images": s.coverage,
+                     "foreground bpd": f["bpd"].mean(), "background bpd": b["bpd"].mean(),
+                     "ratio (bits/dim)": ratio.mean(),
+                     f"AUROC against {sets[0].label}": auroc(ref, ratio)})
+    return pd.DataFrame(rows)

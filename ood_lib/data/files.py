@@ -14,13 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ood_lib.catalogue import (
-    DATASETS,
-    DISPLAY_NAMES,
-    IMAGE_SHAPES,
-    OFFICIAL_SIZES,
-    SPLITS,
-)
+from ood_lib.catalogue import DATASETS, DISPLAY_NAMES, IMAGE_SHAPES, OFFICIAL_SIZES, SPLITS
 from ood_lib.paths import PROJECT_ROOT
 
 MODES: tuple[str, ...] = ("auto", "offline", "online")

@@ -10,13 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ood_lib.catalogue import (
-    DATASETS,
-    DISPLAY_NAMES,
-    HELD_OUT,
-    OFFICIAL_SIZES,
-    SPLITS,
-)
+from ood_lib.catalogue import DATASETS, DISPLAY_NAMES, HELD_OUT, OFFICIAL_SIZES, SPLITS
 from ood_lib.data.store import Split, available, load
 
 

@@ -9,13 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ood_lib.catalogue import (
-    DATASETS,
-    DISPLAY_NAMES,
-    HELD_OUT,
-    OFFICIAL_SIZES,
-    SPLITS,
-)
+from ood_lib.catalogue import DATASETS, DISPLAY_NAMES, HELD_OUT, OFFICIAL_SIZES, SPLITS
 from ood_lib.data.download import download
 from ood_lib.data.files import (
     ChecksumError,

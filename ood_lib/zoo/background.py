@@ -68,13 +68,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ood_lib import catalogue, scoring
+from ood_lib import catalogue
 from ood_lib.catalogue import FAMILY_NAMES
-from ood_lib.data import store
+from ood_lib.data import image_sets, store
+from ood_lib.data.image_sets import EvalSet
 from ood_lib.metrics import auroc
 from ood_lib.models.base import DensityModel, evaluate
 from ood_lib.scores import likelihood_ratio
-from ood_lib.scoring import EvalSet
 from ood_lib.transforms import grey
 from ood_lib.zoo import registry
 from ood_lib.zoo.registry import CheckpointError, TrainedModel
@@ -156,12 +156,12 @@ def _validation_pair(dataset: str, held_out: store.Split, channels: int, n: int,
                      data_root: str | Path | None = None) -> tuple[EvalSet, EvalSet]:
     if VALIDATION_OOD[dataset] != GREY:
         other = store.load(VALIDATION_OOD[dataset], "test", data_root)
-        return (_named(scoring.from_split(held_out, "validation", channels, n), n),
-                _named(scoring.from_split(other, "validation OOD", channels, n), n))
+        return (_named(image_sets.from_split(held_out, "validation", channels, n), n),
+                _named(image_sets.from_split(other, "validation OOD", channels, n), n))
     if held_out.n < 2 * n:
         raise ValueError(f"{held_out.label} holds {held_out.n:,} images; the validation pair "
                          f"needs {2 * n:,}")
-    both = scoring.from_split(held_out, "validation", channels, 2 * n)
+    both = image_sets.from_split(held_out, "validation", channels, 2 * n)
     val_in = replace(both, images=both.images[:n],
                      coverage=f"first {n:,} of {held_out.n:,} here")
     # grey(x): BT.601 luma Y = 0.299 R + 0.587 G + 0.114 B in all three channels
@@ -521,26 +521,9 @@ def inversion_sets(dataset: str, profile: str, data_root: str | Path | None = No
     new = _validation_pair(dataset, held_out, channels, n, data_root)
     test = [(store.load(dataset, "test", data_root), "test (in)"),
             (store.load(catalogue.PAIRS[dataset], "test", data_root), "test (OOD)")]
-    return ([_named(scoring.from_split(s, role, channels, n), n) for s, role in old]
+    return ([_named(image_sets.from_split(s, role, channels, n), n) for s, role in old]
             + [replace(new[0], role="validation (in)"), replace(new[1], role="validation (OOD)")]
-            + [_named(scoring.from_split(s, role, channels, n), n) for s, role in test])
-
-
-def inversion_table(fg: TrainedModel, bg: TrainedModel, sets: Sequence[EvalSet],
-                    profile: str) -> pd.DataFrame:
-    """Per set (scores cached): the mean bits/dim of the foreground and the background, the
-    mean ratio in bits/dim, $s(x) / (D \\ln 2) = \\text{bpd}_{\\text{fg}}(x) -
-    \\text{bpd}_{\\text{bg}}(x)$, and the AUROC of the ratio against the first set."""
-    rows, ref = [], None
-    for s in sets:
-        f, b = (scoring.score(m, s, profile, progress=False) for m in (fg, bg))
-        ratio = likelihood_ratio(f["log_px"], b["log_px"]) / (s.images[0].numel() * np.log(2))
-        ref = ratio if ref is None else ref
-        rows.append({"set": s.label, "role": s.role, "images": s.coverage,
-                     "foreground bpd": f["bpd"].mean(), "background bpd": b["bpd"].mean(),
-                     "ratio (bits/dim)": ratio.mean(),
-                     f"AUROC against {sets[0].label}": auroc(ref, ratio)})
-    return pd.DataFrame(rows)
+            + [_named(image_sets.from_split(s, role, channels, n), n) for s, role in test])
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -27,10 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from ood_lib import catalogue, scoring
-from ood_lib.scoring import EvalSet
+from ood_lib import catalogue
 from ood_lib.zoo import background, registry
 from ood_lib.zoo.registry import TrainedModel
 
@@ -49,12 +47,7 @@ class Companions:
     # stale stand-in beside a retrained model) and the command that trains it.
     left_out: tuple[str, ...] = ()
 
-    def log_px(self, eval_set: EvalSet, profile: str, own_log_px: np.ndarray) -> dict[str, np.ndarray]:
-        """:meth:`log_px_with` on a book set, each companion's scores from the cache."""
-        return self.log_px_with(
-            lambda m: scoring.score(m, eval_set, profile, progress=False)["log_px"], own_log_px)
-
-    def log_px_with(self, score: Callable[[TrainedModel], np.ndarray],
+    def log_px(self, score: Callable[[TrainedModel], np.ndarray],
                     own_log_px: np.ndarray) -> dict[str, np.ndarray]:
         """``log_px_bg`` (the background model's per-image log-likelihoods) and
         ``log_px_members`` (``[M, N]``: ``own_log_px``, the run's own, then each other
@@ -113,26 +106,6 @@ def companions(model: str, dataset: str, profile: str, data_root: str | Path | N
                             f"`{registry.train_command(model, dataset, profile, seed=s)}`")
     members = [m for m in members if usable(m, f"WAIC: {m.stale}")]
     return Companions(background=bg, members=tuple(members), left_out=tuple(left_out))
-
-
-def models_table(pair: scoring.ScoredPair, bundle: Companions, profile: str) -> pd.DataFrame:
-    """The run's own model, its ensemble members and its background model: training steps and
-    time (from their records) and mean bits/dim on the pair's test and OOD sets."""
-    rows = []
-    named = [(f"shipped (seed {pair.trained.spec.seed})", pair.trained)]
-    named += [(f"ensemble member (seed {m.spec.seed})", m) for m in bundle.members]
-    if bundle.background is not None:
-        cfg = bundle.background.spec.train_config
-        named.append((f"background (μ = {cfg.noise_fraction:g}, λ = {cfg.l2:g})",
-                      bundle.background))
-    for role, trained in named:
-        bpd = {r: scoring.score(trained, pair.sets[r], profile, progress=False)["bpd"].mean()
-               for r in ("test", "ood")}
-        rows.append({"model": role, "steps": trained.record["steps"],
-                     "training (min)": trained.record["wall_s"] / 60,
-                     f"bpd {pair.sets['test'].label}": bpd["test"],
-                     f"bpd {pair.sets['ood'].label}": bpd["ood"]})
-    return pd.DataFrame(rows)
 
 
 def main(argv: list[str] | None = None) -> None:
