@@ -54,7 +54,7 @@ from ood_lib import catalogue, paths
 from ood_lib.data import files, image_sets, store
 from ood_lib.models.base import DensityModel, evaluate
 from ood_lib.paths import PROJECT_ROOT
-from ood_lib.zoo import registry
+from ood_lib.zoo import families, registry
 
 # The model code before the evaluation speed work of issue 19, and the batch it was scored in.
 BASELINE_COMMIT = "3fbf7d2"
@@ -90,7 +90,7 @@ def load_baseline() -> dict[str, object]:
 def build_pair(family: str, config: dict, baseline: dict[str, object]
                ) -> dict[str, DensityModel]:
     """The current and the baseline model of ``family`` with the same (random) weights."""
-    current_cls = registry.MODELS[family]
+    current_cls = families.MODELS[family]
     torch.manual_seed(0)
     current = current_cls.model_cls(current_cls.config_cls(**config))
     old_module = baseline[family]
@@ -130,13 +130,13 @@ def top_ops(fn, n: int = 8) -> list[tuple[str, float]]:
 def bench(family: str, args: argparse.Namespace, baseline: dict[str, object],
           device: torch.device) -> list[tuple[str, str]]:
     """Time both codes of ``family``; the rows of its report."""
-    config = registry.model_config(family, args.dataset, args.profile)
+    config = families.model_config(family, args.dataset, args.profile)
     if family == "pixelcnn" and args.mixtures:
         config["mixtures"] = args.mixtures
     if family == "vae" and args.latent_stride:
         config.update(latent_stride=args.latent_stride, res_blocks=args.res_blocks)
     models = {k: m.to(device) for k, m in build_pair(family, config, baseline).items()}
-    tc = registry.train_config(family, args.dataset, args.profile)
+    tc = families.train_config(family, args.dataset, args.profile)
     shape = models["current"].input_shape
     n_eval = args.eval_images or (256 if family == "pixelcnn" else 64)
     x_eval = images(args.dataset, shape, n_eval, args.data_root)

@@ -55,7 +55,7 @@ from ood_lib.data import image_sets, store
 from ood_lib.models.base import evaluate
 from ood_lib.models.glow import Glow, GlowConfig
 from ood_lib.paths import PROJECT_ROOT
-from ood_lib.zoo import registry
+from ood_lib.zoo import families, registry
 
 # The model code that issue 9 measured ("today's Glow"), before any speed work.
 BASELINE_COMMIT = "5354753"
@@ -167,8 +167,8 @@ def main() -> None:
     if args.check_shipped:
         check_shipped(baseline, args.data_root)
         return
-    cfg = registry.model_config("glow", args.dataset, args.profile)
-    tc = registry.train_config("glow", args.dataset, args.profile)
+    cfg = families.model_config("glow", args.dataset, args.profile)
+    tc = families.train_config("glow", args.dataset, args.profile)
     images = store.load(args.dataset, "test", args.data_root).tensor()
     torch.manual_seed(0)
     current = Glow(GlowConfig(**cfg)).to(device)

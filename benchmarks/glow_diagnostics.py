@@ -63,7 +63,7 @@ _STEP_SCRIPT = r"""
 import json, sys, time, torch
 from ood_lib.models import glow
 from ood_lib.models.glow import Glow, GlowConfig
-from ood_lib.zoo import registry
+from ood_lib.zoo import families
 setting = json.loads(sys.argv[1])
 if not setting.get("channels_last", True):  # squeeze's output made NCHW: every layer after it too
     channels_last_squeeze = glow.squeeze
@@ -73,7 +73,7 @@ if setting.get("flush_denormal"):
 if setting.get("threads"):
     torch.set_num_threads(setting["threads"])
 torch.manual_seed(0)
-model = Glow(GlowConfig(**registry.model_config("glow", "cifar10", "cpu")))
+model = Glow(GlowConfig(**families.model_config("glow", "cifar10", "cpu")))
 x = torch.rand(64, 3, 32, 32) - 0.5
 opt = torch.optim.Adamax(model.parameters(), lr=1e-3)
 def step():

@@ -78,7 +78,7 @@ from ood_lib.data import files, image_sets, store
 from ood_lib.data.image_sets import EvalSet
 from ood_lib.ingest import BACKGROUNDS, PROGRESS_MIN_IMAGES, ImageInputError, load_path
 from ood_lib.models.base import evaluate
-from ood_lib.zoo import ensemble, registry
+from ood_lib.zoo import ensemble, families, registry
 from ood_lib.zoo.ensemble import Companions
 
 DEFAULT_TEST_IMAGES = 2_000
@@ -166,7 +166,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("path", metavar="PATH", type=Path,
                         help="a folder of images or an .npz file with an 'x' array")
-    parser.add_argument("--model", required=True, choices=sorted(registry.MODELS),
+    parser.add_argument("--model", required=True, choices=sorted(families.MODELS),
                         help="model family")
     parser.add_argument("--trained-on", required=True, choices=sorted(catalogue.PAIRS),
                         dest="dataset", help="the model's training set (sets its geometry)")

@@ -18,7 +18,7 @@ import torch
 
 from ood_lib.models.base import DensityModel, evaluate
 from ood_lib.training.loop import TrainConfig, train
-from ood_lib.zoo import registry
+from ood_lib.zoo import families
 
 # Pinned here, independently of the classes: which families are flows on dequantized inputs.
 EXPECTED_KIND = {"glow": "continuous", "glow_cv": "continuous", "pixelcnn": "discrete",
@@ -26,9 +26,9 @@ EXPECTED_KIND = {"glow": "continuous", "glow_cv": "continuous", "pixelcnn": "dis
 
 
 def _build(name: str, dataset: str = "fashion_mnist", profile: str = "smoke") -> DensityModel:
-    family = registry.MODELS[name]
+    family = families.MODELS[name]
     torch.manual_seed(0)
-    return family.model_cls(family.config_cls(**registry.model_config(name, dataset, profile)))
+    return family.model_cls(family.config_cls(**families.model_config(name, dataset, profile)))
 
 
 def _images(n: int = 12, shape: tuple[int, int, int] = (1, 28, 28)) -> torch.Tensor:
@@ -40,7 +40,7 @@ def _images(n: int = 12, shape: tuple[int, int, int] = (1, 28, 28)) -> torch.Ten
 
 
 def test_every_family_is_pinned() -> None:
-    assert set(registry.MODELS) == set(EXPECTED_KIND)
+    assert set(families.MODELS) == set(EXPECTED_KIND)
 
 
 @pytest.fixture(params=sorted(EXPECTED_KIND))
@@ -102,8 +102,8 @@ def test_a_few_training_steps_lower_the_loss(name: str, tmp_path: Path) -> None:
 @pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
 @pytest.mark.parametrize("dataset", ["cifar10", "fashion_mnist"])
 def test_every_profile_builds_for_rgb_and_grey(name: str, profile: str, dataset: str) -> None:
-    config = registry.model_config(name, dataset, profile)
-    family = registry.MODELS[name]
+    config = families.model_config(name, dataset, profile)
+    family = families.MODELS[name]
     assert family.config_cls(**config).to_dict() == config
     if profile != "paper":  # paper-size models are built on a GPU, not in every test run
         model = _build(name, dataset, profile)

@@ -14,7 +14,7 @@ from ood_lib.data import store
 from ood_lib.models.base import evaluate
 from ood_lib.models.glow import Glow, GlowConfig
 from ood_lib.training.loop import TrainConfig, train
-from ood_lib.zoo import registry
+from ood_lib.zoo import families, registry
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def test_shipped_checkpoint_keys_are_unchanged() -> None:
     manifest = json.loads((paths.checkpoints_dir() / "manifest.json").read_text())
     assert manifest
     for key, r in manifest.items():
-        family = registry.MODELS[r["model"]]
+        family = families.MODELS[r["model"]]
         assert family.config_cls(**r["model_config"]).to_dict() == r["model_config"], key
         cfg = TrainConfig(**r["train_config"])
         assert cfg.to_dict() == r["train_config"], key
@@ -94,7 +94,7 @@ def test_smoke_model_trains_once_then_loads(build: Path) -> None:
     first = registry.get("glow", "notmnist", "smoke", progress=False)
     assert first.path.parent == build / "build" / "checkpoints"
     record = json.loads((first.path / "record.json").read_text())
-    assert record["steps"] == registry.train_config("glow", "notmnist", "smoke").steps
+    assert record["steps"] == families.train_config("glow", "notmnist", "smoke").steps
     assert set(record["final_bpd"]) == {"train_bpd", "notmnist_train_bpd", "notmnist_test_bpd",
                                       "mnist_test_bpd"}
     assert not (first.path / "train_state.pt").exists()
@@ -152,9 +152,9 @@ def test_cpu_build_never_trains_by_surprise(build: Path, monkeypatch: pytest.Mon
 
 @pytest.mark.slow
 def test_paper_profile_constructs_and_trains_a_few_steps(tmp_path: Path, data_root: Path) -> None:
-    cfg = registry.model_config("glow", "cifar10", "paper")
+    cfg = families.model_config("glow", "cifar10", "paper")
     assert (cfg["levels"], cfg["steps"], cfg["hidden"]) == (3, 32, 512)
-    paper = registry.train_config("glow", "cifar10", "paper")
+    paper = families.train_config("glow", "cifar10", "paper")
     assert (paper.optimizer, paper.lr) == ("adamax", 1e-3)
     torch.manual_seed(0)
     model = Glow(GlowConfig(**cfg))
@@ -168,6 +168,6 @@ def test_paper_profile_constructs_and_trains_a_few_steps(tmp_path: Path, data_ro
 
 def test_unknown_names_raise() -> None:
     with pytest.raises(ValueError, match="unknown model"):
-        registry.model_config("pixelcnn9000", "cifar10", "cpu")
+        families.model_config("pixelcnn9000", "cifar10", "cpu")
     with pytest.raises(ValueError, match="unknown profile"):
-        registry.model_config("glow", "cifar10", "laptop")
+        families.model_config("glow", "cifar10", "laptop")

@@ -76,7 +76,7 @@ from ood_lib.metrics import auroc
 from ood_lib.models.base import DensityModel, evaluate
 from ood_lib.scores import likelihood_ratio
 from ood_lib.transforms import grey
-from ood_lib.zoo import registry
+from ood_lib.zoo import families, registry
 from ood_lib.zoo.registry import CheckpointError, TrainedModel
 
 # Families with background models: the main row (Ren et al.'s model class) first.
@@ -100,7 +100,7 @@ OLD_RULE = "mu alone, training images"
 
 def datasets(family: str) -> tuple[str, ...]:
     """The training sets ``family`` has background models for: those it is trained on."""
-    return tuple(d for d in registry.MODELS[family].cpu_steps if d in VALIDATION_OOD)
+    return tuple(d for d in families.MODELS[family].cpu_steps if d in VALIDATION_OOD)
 
 
 def command(family: str, dataset: str, profile: str, option: str = "") -> str:
@@ -121,7 +121,7 @@ def old_selection_path(dataset: str, profile: str) -> Path:
 
 def steps(family: str, dataset: str, profile: str) -> tuple[int, int]:
     """``(short, full)``: the steps of a candidate's short run and of the full run."""
-    full = registry.train_config(family, dataset, profile).steps
+    full = families.train_config(family, dataset, profile).steps
     return max(1, round(SELECT_FRACTION * full)), full
 
 
