@@ -10,6 +10,7 @@
                      exact within-pixel and all-levels forms
 - ``explanations``   explanations since the paper: coupling-layer predictions (Kirichenko et
                      al.), changes of coordinates (Le Lan and Dinh)
-- ``remedies``       OOD scores that work: typicality, input complexity, density of states
+- ``remedies``       the OOD scores of :mod:`ood_lib.scores` on the book's models: detection
+                     tables, typicality over batch sizes, companions, the old rule's inversion
 - ``dose``           DoSE (Morningstar et al.): per-family statistics, KDE and one-class SVM
 """

@@ -114,7 +114,9 @@ class Moments:
 
 def moments(images: Tensor, n_bits: int = 8, chunk: int = 5000) -> Moments:
     """:class:`Moments` of uint8 ``images`` ``[N, C, H, W]`` in input units, in float64, in two
-    passes of ``chunk`` images (mean first, then the centred second moment)."""
+    passes of ``chunk`` images (mean first, then the centred second moment); the per-pixel
+    marginals that describe a data set on the [0, 1] scale are
+    :func:`ood_lib.data.stats.pixel_moments`."""
     n = images.shape[0]
     if n < 1:
         raise ValueError("moments needs at least one image")

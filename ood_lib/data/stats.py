@@ -66,7 +66,9 @@ def pixel_moments(split: Split, chunk: int = 5000) -> tuple[np.ndarray, np.ndarr
     With image $i$ scaled to $x_i \in [0, 1]^{H \times W \times C}$ (stored level / 255),
     returns $\bar x[h,w,c] = \frac1N \sum_i x_i[h,w,c]$ and
     $\sigma^2[h,w,c] = \frac{1}{N-1} \sum_i (x_i[h,w,c] - \bar x[h,w,c])^2$, both of shape
-    (H, W, C), accumulated in float64 ``chunk`` images at a time.
+    (H, W, C), accumulated in float64 ``chunk`` images at a time. These describe the data;
+    the second-order analysis needs the full covariance in the model's input units, which
+    :func:`ood_lib.analysis.second_order.moments` computes (another quantity, other units).
     """
     n = split.n
     if n < 2:

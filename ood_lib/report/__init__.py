@@ -1,1 +1,1 @@
-"""Reporting: the saved results between chapters, the scorecard, the at-a-glance page, tables and figures."""
+"""Reporting: the scorecard, the at-a-glance page, chapter tables and figures."""

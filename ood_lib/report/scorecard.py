@@ -120,7 +120,7 @@ def _claim3(saved: Saved) -> Judgement:
     PixelCNN's preference is weaker: resolved only where the paired-bootstrap interval of
     strength(PixelCNN) $-$ strength(other) excludes 0."""
     fam = _get(saved, records.Families)
-    names = {"glow": "Glow", "pixelcnn": "PixelCNN", "vae": "VAE"}
+    names = catalogue.FAMILY_NAMES
     strength = {r.family: r for r in fam.strength["cifar10"]}
     diffs = {r.other: r for r in fam.differences["cifar10"]}
     prefers = {f: strength[f].lo > 0 for f in ("pixelcnn", "vae")}
