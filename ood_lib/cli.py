@@ -76,7 +76,7 @@ from ood_lib import catalogue, compress, metrics, scores, scoring
 from ood_lib.analysis import remedies
 from ood_lib.data import files, image_sets, store
 from ood_lib.data.image_sets import EvalSet
-from ood_lib.ingest import BACKGROUNDS, PROGRESS_MIN_IMAGES, ImageInputError, load_path
+from ood_lib.ingest import BACKGROUNDS, PROGRESS_MIN_IMAGES, STEPS, ImageInputError, load_path
 from ood_lib.models.base import evaluate
 from ood_lib.zoo import ensemble, families, registry
 from ood_lib.zoo.ensemble import Companions
@@ -152,16 +152,17 @@ def write_csv_atomic(frame: pd.DataFrame, out: Path) -> None:
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    steps = (__doc__ or "").split("1. Orientation.", 1)[-1].split("An ``.npz`` whose", 1)[0]
     parser = argparse.ArgumentParser(
         prog=prog or "ood-score",
         description="Score images (a folder, or an .npz with an 'x' array) for being out of "
-                    "distribution under one of the book's shipped models: bits/dim, the "
-                    "typicality test (M = 1) and input complexity, each with its AUROC against "
-                    "the model's test set, and a per-image CSV. Never trains a model.",
+                    "distribution under one of the book's shipped models: the book's per-image "
+                    "scores (bits/dim, typicality, input complexity, density of states and, "
+                    "where the companions are shipped, the likelihood ratio and WAIC), each "
+                    "with its AUROC against the model's test set, and a per-image CSV. Never "
+                    "trains a model.",
         epilog="How images are converted to the model's geometry, in this order:\n\n"
-               "1. Orientation." + steps.rstrip() + "\n\nAn .npz whose images already have "
-               "the geometry is used as is; its other images go through steps 2-5.",
+               + STEPS + "\nAn .npz whose images already have the geometry is used as is; its "
+               "other images go through steps 2-5.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("path", metavar="PATH", type=Path,
@@ -177,8 +178,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--data-root", type=Path, default=None, metavar="DIR",
                         help="offline data root (default: $OOD_DATA_ROOT or ../shared/data)")
     parser.add_argument("--test-images", type=int, default=DEFAULT_TEST_IMAGES, metavar="N",
-                        help="test (and train, for H_hat) images of the model's dataset to "
-                             f"compare against (default {DEFAULT_TEST_IMAGES:,})")
+                        help="test images of the model's dataset to compare against "
+                             f"(default {DEFAULT_TEST_IMAGES:,})")
     parser.add_argument("--alpha-background", choices=sorted(BACKGROUNDS), default="white",
                         help="background that transparent pixels are composited over")
     parser.add_argument("--recursive", action="store_true",

@@ -1,29 +1,9 @@
 """The reader's own images brought to a model's geometry: folders and ``.npz`` files read, each
 image converted (orientation, 8-bit mode, alpha, channels, size) with a note of every step.
 
-The steps, in this order (the CSV of ``ood-score`` has each image's notes in its ``converted``
-column):
-
-1. Orientation. The EXIF orientation tag is applied (PIL.ImageOps.exif_transpose), so the
-   image is scored as a viewer shows it. Animated GIF/WebP, multi-page TIFF: first frame only.
-2. Mode to 8 bits. L and RGB are kept; RGBA and LA keep their alpha for step 3; 1 (bilevel)
-   becomes L; palette P becomes RGBA when it has transparency, else RGB; PA, RGBa, La, and
-   L/RGB with a transparency colour key become RGBA/LA. 16-bit grey (I;16, I;16B, ...) and
-   32-bit integer I (how some readers return 16-bit grey) are read as levels v in 0..65535
-   (I clipped to that range) and scaled to round(255 v / 65535), computed exactly as
-   (255 v + 32767) // 65535: 0 -> 0, 65535 -> 255, 257 k -> k. Float F is clipped to 0..255
-   and rounded. CMYK (Pillow's plain conversion, no ICC profile), YCbCr, LAB, HSV, RGBX and
-   any other mode become RGB. 16-bit colour PNGs are reduced to 8 bits by Pillow on opening.
-3. Alpha. Dropped by compositing over white (``background`` 255, the default) or black (0):
-   c' = round(c a/255 + b (1 - a/255)), computed exactly as (c a + b (255 - a) + 127) // 255.
-4. Channels. For a grey model, colour becomes grey by ITU-R BT.601 luma,
-   Y = (299 R + 587 G + 114 B + 500) // 1000 (the book's rule, :func:`ood_lib.transforms.luma`);
-   for an RGB model, grey becomes RGB by repeating the channel three times.
-5. Size. The shorter side is resized to the target s (28 grey, 32 RGB) and the longer side
-   in proportion (rounded, at least s), with Pillow's bilinear filter (which antialiases when
-   it shrinks), up or down; then the centre s x s square is cropped at offsets
-   ((w' - s) // 2, (h' - s) // 2): an odd excess loses its extra pixel on the right or
-   bottom. An image already s x s is not resampled.
+The steps, in the order :data:`STEPS` gives them (``ood-score --help`` prints it), are
+orientation, 8-bit mode, alpha, channels and size; the CSV of ``ood-score`` has each image's
+notes in its ``converted`` column.
 
 An ``.npz`` whose images already have the model's geometry is used as is; any other ``.npz``
 image goes through steps 2-5 as an ``L``, ``RGB`` or ``RGBA`` image. Unreadable files are
@@ -41,6 +21,29 @@ from tqdm.auto import tqdm
 
 from ood_lib import transforms
 
+# How an image is brought to a model's geometry, in order (printed by ``ood-score --help``).
+STEPS = """\
+1. Orientation. The EXIF orientation tag is applied (PIL.ImageOps.exif_transpose), so the
+   image is scored as a viewer shows it. Animated GIF/WebP, multi-page TIFF: first frame only.
+2. Mode to 8 bits. L and RGB are kept; RGBA and LA keep their alpha for step 3; 1 (bilevel)
+   becomes L; palette P becomes RGBA when it has transparency, else RGB; PA, RGBa, La, and
+   L/RGB with a transparency colour key become RGBA/LA. 16-bit grey (I;16, I;16B, ...) and
+   32-bit integer I (how some readers return 16-bit grey) are read as levels v in 0..65535
+   (I clipped to that range) and scaled to round(255 v / 65535), computed exactly as
+   (255 v + 32767) // 65535: 0 -> 0, 65535 -> 255, 257 k -> k. Float F is clipped to 0..255
+   and rounded. CMYK (Pillow's plain conversion, no ICC profile), YCbCr, LAB, HSV, RGBX and
+   any other mode become RGB. 16-bit colour PNGs are reduced to 8 bits by Pillow on opening.
+3. Alpha. Dropped by compositing over white (--alpha-background white, the default) or black:
+   c' = round(c a/255 + b (1 - a/255)), computed exactly as (c a + b (255 - a) + 127) // 255.
+4. Channels. For a grey model, colour becomes grey by ITU-R BT.601 luma,
+   Y = (299 R + 587 G + 114 B + 500) // 1000 (the book's rule, transforms.luma);
+   for an RGB model, grey becomes RGB by repeating the channel three times.
+5. Size. The shorter side is resized to the target s (28 grey, 32 RGB) and the longer side
+   in proportion (rounded, at least s), with Pillow's bilinear filter (which antialiases when
+   it shrinks), up or down; then the centre s x s square is cropped at offsets
+   ((w' - s) // 2, (h' - s) // 2): an odd excess loses its extra pixel on the right or
+   bottom. An image already s x s is not resampled.
+"""
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 BACKGROUNDS = {"white": 255, "black": 0}
 # A progress bar for loading when a run holds at least this many images.
