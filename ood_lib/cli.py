@@ -36,6 +36,9 @@ both), each oriented larger = more OOD and named by its key in
   the PNG size (``png_bits``, the whole file) of the image exactly as the model saw it;
 - ``dos_joint_kde``: the density of states, a joint KDE of the model's additive parts fitted
   on the same held-out images;
+- ``dose_kde`` and ``dose_svm``: DoSE (Morningstar et al.), the family's statistics
+  (:mod:`ood_lib.analysis.dose`) with per-statistic KDEs or a one-class SVM fitted on the first
+  2,000 held-out images;
 - where the model's companions are shipped (:mod:`ood_lib.zoo.ensemble`): ``likelihood_ratio``,
   log p_bg(x) - log p(x) in nats with its background model (PixelCNN and Glow,
   :mod:`ood_lib.zoo.background`), and ``waic``, -WAIC(x) over a Glow's seed ensemble (Fashion-MNIST
@@ -50,8 +53,8 @@ is wide: an AUROC needs at least a few images to mean anything.
 
 The per-image CSV (``--out``, default ``ood_scores.csv`` in the current folder) has columns
 ``file, width, height, mode, converted, log_px_nats, png_bits``, then each score computed
-(``bpd``, ``typicality``, ``complexity_png``, ``dos_joint_kde``, ``likelihood_ratio``,
-``waic``); ``width``, ``height``
+(``bpd``, ``typicality``, ``complexity_png``, ``dos_joint_kde``, ``dose_kde``, ``dose_svm``,
+``likelihood_ratio``, ``waic``); ``width``, ``height``
 and ``mode`` are the image's as stored in the file (before orientation). It is written to a
 temporary file in the same folder and moved into place with ``os.replace``: a run that fails
 leaves no CSV, nor any part of one.
@@ -73,7 +76,7 @@ import pandas as pd
 import torch
 
 from ood_lib import catalogue, compress, metrics, scores, scoring
-from ood_lib.analysis import remedies
+from ood_lib.analysis import dose, remedies
 from ood_lib.data import files, image_sets, store
 from ood_lib.data.image_sets import EvalSet
 from ood_lib.ingest import BACKGROUNDS, PROGRESS_MIN_IMAGES, STEPS, ImageInputError, load_path
@@ -132,6 +135,13 @@ def score_images(trained: registry.TrainedModel, x: np.ndarray, test: EvalSet,
                   **scores.per_image_scores(parts, fit, n_dims, {"png": png[name]},
                                             trained.model.additive_parts, more[name])}
            for name, parts in (("user", user), ("test", ref))}
+    if fit is not None:  # DoSE: the family's statistics, the estimators fitted on held-out images
+        fit_stats = dose.fit_statistics(trained, held_out, fit, profile)
+        family = trained.spec.model
+        stats = {"user": dose.statistics(family, user, dose.images_statistics(trained, images)),
+                 "test": dose.statistics(family, ref, dose.extra_statistics(trained, test, profile))}
+        for name, x in stats.items():
+            out[name].update(dose.scores_of(fit_stats, x))
     return out["user"], out["test"], h_hat
 
 
@@ -156,7 +166,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         prog=prog or "ood-score",
         description="Score images (a folder, or an .npz with an 'x' array) for being out of "
                     "distribution under one of the book's shipped models: the book's per-image "
-                    "scores (bits/dim, typicality, input complexity, density of states and, "
+                    "scores (bits/dim, typicality, input complexity, density of states, DoSE and, "
                     "where the companions are shipped, the likelihood ratio and WAIC), each "
                     "with its AUROC against the model's test set, and a per-image CSV. Never "
                     "trains a model.",

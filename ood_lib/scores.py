@@ -258,6 +258,8 @@ METHOD_NAMES: dict[str, str] = {
     "typicality": "typicality (M = 1)",
     **{f"complexity_{codec}": f"complexity ({name})" for codec, name in CODEC_NAMES.items()},
     "dos_joint_kde": "density of states (joint KDE)",
+    "dose_kde": "DoSE-KDE",  # ood_lib.analysis.dose: per-family statistics, fitted on held-out
+    "dose_svm": "DoSE-SVM",
     "likelihood_ratio": "likelihood ratio",
     "waic": "WAIC",
 }

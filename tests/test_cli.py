@@ -98,7 +98,9 @@ def test_folder_of_mixed_images(smoke_model, image_folder: Path, tmp_path: Path,
     frame = pd.read_csv(out)
     # the book's scores under the book's keys (ood_lib.scores.per_image_scores)
     assert list(frame.columns) == cli.CSV_COLUMNS + ["bpd", "typicality", "complexity_png",
-                                                     "dos_joint_kde"]
+                                                     "dos_joint_kde", "dose_kde", "dose_svm"]
+    assert np.isfinite(frame[["dose_kde", "dose_svm"]]).all().all()
+    assert "DoSE-KDE" in stdout and "DoSE-SVM" in stdout
     assert sorted(frame["file"]) == sorted(
         ["big.png", "grey16.png", "palette.gif", "rgb.png", "rgba.png", "rotated.jpg"])
     rows = frame.set_index("file")

@@ -93,16 +93,22 @@ def posterior_entropy(model: torch.nn.Module, images: torch.Tensor,
     return np.concatenate(out)
 
 
-def extra_statistics(trained: TrainedModel, eval_set: EvalSet, profile: str) -> dict[str, np.ndarray]:
-    """The statistics the cached scores lack (VAE: the posterior's entropy, an encoder pass;
-    Glow's and PixelCNN's are all in the scores), cached by content like the scores."""
+def images_statistics(trained: TrainedModel, images: torch.Tensor) -> dict[str, np.ndarray]:
+    """The statistics the scores lack, of uint8 ``images`` (VAE: the posterior's entropy, an
+    encoder pass; Glow's and PixelCNN's are all in the scores)."""
     if trained.spec.model != "vae":
         return {}
-    name = "posterior_entropy"
+    return {"posterior_entropy": posterior_entropy(trained.model, images)}
+
+
+def extra_statistics(trained: TrainedModel, eval_set: EvalSet, profile: str) -> dict[str, np.ndarray]:
+    """:func:`images_statistics` of a book set, cached by content like the scores."""
+    if trained.spec.model != "vae":
+        return {}
     return scoring.cached(
         profile, f"dose-{trained.key}-{eval_set.name}-{scoring.images_sha256(eval_set.images)[:12]}",
-        scoring.cache_key(trained, eval_set.images, statistic=name),
-        lambda: {name: posterior_entropy(trained.model, eval_set.images)})
+        scoring.cache_key(trained, eval_set.images, statistic="posterior_entropy"),
+        lambda: images_statistics(trained, eval_set.images))
 
 
 def _matrix(stats: dict[str, np.ndarray]) -> np.ndarray:
@@ -140,15 +146,30 @@ def dose_svm(fit: dict[str, np.ndarray], x: dict[str, np.ndarray]) -> np.ndarray
 
 
 def pair_scores(pair: scoring.ScoredPair, profile: str) -> dict[str, dict[str, np.ndarray]]:
-    """DoSE-KDE and DoSE-SVM of ``pair``'s test and OOD images (role -> method -> ``[N]``),
+    """DoSE-KDE and DoSE-SVM of ``pair``'s test and OOD images (role -> key -> ``[N]``, keys
+    as :func:`scores_of`),
     fitted on the first :data:`FIT_IMAGES` of its held-out ``"val"`` role
     (:func:`ood_lib.scoring.with_held_out`); empty when the pair has none (a stale model)."""
     if "val" not in pair.sets:
         return {}
     model = pair.trained.spec.model
+    fit = fit_statistics(pair.trained, pair.sets["val"], pair.scores["val"], profile)
     stats = {role: statistics(model, pair.scores[role],
                               extra_statistics(pair.trained, pair.sets[role], profile))
-             for role in ("val", "test", "ood")}
-    fit = {k: v[:FIT_IMAGES] for k, v in stats["val"].items()}
-    return {role: {"DoSE-KDE": dose_kde(fit, stats[role]), "DoSE-SVM": dose_svm(fit, stats[role])}
-            for role in ("test", "ood")}
+             for role in ("test", "ood")}
+    return {role: scores_of(fit, stats[role]) for role in ("test", "ood")}
+
+
+def fit_statistics(trained: TrainedModel, held_out: EvalSet, held_out_scores: dict[str, np.ndarray],
+                   profile: str) -> dict[str, np.ndarray]:
+    """The statistics the estimators are fitted on: those of the first :data:`FIT_IMAGES`
+    held-out images (``held_out_scores``: their cached scores)."""
+    stats = statistics(trained.spec.model, held_out_scores,
+                       extra_statistics(trained, held_out, profile))
+    return {k: v[:FIT_IMAGES] for k, v in stats.items()}
+
+
+def scores_of(fit: dict[str, np.ndarray], x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """DoSE-KDE and DoSE-SVM of statistics ``x``, keyed as :data:`ood_lib.scores.METHOD_NAMES`
+    (``dose_kde``, ``dose_svm``), the estimators fitted on ``fit``."""
+    return {"dose_kde": dose_kde(fit, x), "dose_svm": dose_svm(fit, x)}

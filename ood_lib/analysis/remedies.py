@@ -84,7 +84,7 @@ def detection_table(pairs: Mapping[tuple[str, str], ScoredPair],
     """Every per-image score of every (model, training set) on its test set against its OOD
     set: one :class:`~ood_lib.records.Detection` each (``bits[run][role][codec]``: compressed
     lengths; ``companions[run]``: the run's background model and ensemble, if any), and the ROC
-    curves, keyed by ``(run, method)``; ``extra[run][role][method]``: scores computed elsewhere
+    curves, keyed by ``(run, method)``; ``extra[run][role][key]``: scores computed elsewhere
     (DoSE, :mod:`ood_lib.analysis.dose`) to report beside them. Each pair comes from
     :func:`ood_lib.scoring.with_held_out`: fitted scores are fitted on its ``"val"`` role, and
     left out where it has none."""
@@ -94,8 +94,8 @@ def detection_table(pairs: Mapping[tuple[str, str], ScoredPair],
         s_test, s_ood = (_named_scores(pair, fit, role, bits[run][role], companions[run], profile)
                          for role in ("test", "ood"))
         added = (extra or {}).get(run, {})
-        s_test.update(added.get("test", {}))
-        s_ood.update(added.get("ood", {}))
+        s_test.update({METHOD_NAMES[k]: v for k, v in added.get("test", {}).items()})
+        s_ood.update({METHOD_NAMES[k]: v for k, v in added.get("ood", {}).items()})
         for method in s_test:
             rows.append(records.Detection(
                 model=run[0], trained_on=run[1], ood=pair.sets["ood"].label, method=method,
