@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ood_lib.models.base import bits_per_dim, evaluate
+from ood_lib.models.base import bits_per_dim, copy_as, evaluate
 from ood_lib.models.glow import Glow, GlowConfig
 
 
@@ -33,3 +33,17 @@ def test_evaluate_matches_the_gaussian_closed_form(n_bits: int) -> None:
     got = evaluate(model, x)
     np.testing.assert_allclose(got["bpd"], expected.numpy(), rtol=1e-6)
     np.testing.assert_allclose(got["log_px"], got["log_pz"] + got["log_det"])
+
+
+def test_copy_as_float64_scores_like_the_model_and_leaves_it_untouched() -> None:
+    model = Glow(GlowConfig(in_channels=1, image_size=8, levels=2, steps=2, hidden=8)).eval()
+    x = torch.randint(0, 256, (5, 1, 8, 8), dtype=torch.uint8)
+    with torch.no_grad():
+        model.log_prob_parts(model.inputs(x))  # actnorm initialised
+        model64 = copy_as(model)
+        lp32 = model.log_prob_parts(model.inputs(x))["log_px"]
+        lp64 = model64.log_prob_parts(model64.inputs(x).double())["log_px"]
+    assert next(model.parameters()).dtype == torch.float32
+    assert all(p.requires_grad for p in model.parameters())
+    assert lp64.dtype == torch.float64 and not any(p.requires_grad for p in model64.parameters())
+    np.testing.assert_allclose(lp64.numpy(), lp32.double().numpy(), rtol=1e-5)
