@@ -124,6 +124,20 @@ def test_a_missing_cpu_background_is_a_clear_error(build: Path) -> None:
     assert "no background model yet" in background.status("pixelcnn", "cifar10", "cpu", "x")
 
 
+def test_the_status_counts_the_short_runs_trained_before_any_is_scored(build: Path) -> None:
+    short, _ = background.steps("pixelcnn", "cifar10", "cpu")
+    points = background.grid_points()
+    for (mu, l2), last in zip(points[:3], (short, short, short - 250), strict=True):
+        run = registry.checkpoint_root("cpu") / background.candidate_spec(
+            "pixelcnn", "cifar10", "cpu", mu, l2).key
+        run.mkdir(parents=True)
+        (run / "log.csv").write_text(f"step,train_bpd\n250,6.0\n{last},5.0\n")
+    assert background.grid_progress("pixelcnn", "cifar10", "cpu") == (2, len(points))
+    line = background.status("pixelcnn", "cifar10", "cpu", "x")
+    assert f"2 of {len(points)} candidates' short runs ({short:,} steps) are trained" in line
+    assert "--dataset cifar10 --grid-only" in line
+
+
 @pytest.mark.slow
 def test_companions_name_what_is_missing_and_its_command(build: Path) -> None:
     """Without training, a family's missing background leaves the ratio out with a line that

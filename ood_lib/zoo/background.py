@@ -75,6 +75,7 @@ from ood_lib.data.image_sets import EvalSet
 from ood_lib.metrics import auroc
 from ood_lib.models.base import DensityModel, evaluate
 from ood_lib.scores import likelihood_ratio
+from ood_lib.training.loop import LOG_FILE
 from ood_lib.transforms import grey
 from ood_lib.zoo import families, registry
 from ood_lib.zoo.registry import CheckpointError, TrainedModel
@@ -442,6 +443,22 @@ def grid_frame(records: dict[tuple[str, str], dict]) -> pd.DataFrame:
         for (f, d), r in records.items() for c in r["grid"]])
 
 
+def grid_progress(family: str, dataset: str, profile: str,
+                  data_root: str | Path | None = None) -> tuple[int, int]:
+    """``(trained, total)``: how many of the grid's candidates (:func:`grid_points`) have their
+    short run trained (their training log reaches the short run's last step), before any is
+    scored."""
+    short, _ = steps(family, dataset, profile)
+    root = registry.checkpoint_root(profile)
+    trained = 0
+    points = grid_points()
+    for mu, l2 in points:
+        log = root / candidate_spec(family, dataset, profile, mu, l2, data_root).key / LOG_FILE
+        if log.exists() and int(pd.read_csv(log)["step"].max()) >= short:
+            trained += 1
+    return trained, len(points)
+
+
 def status(family: str, dataset: str, profile: str, foreground_key: str) -> str:
     """One sentence on the background of ``family`` on ``dataset``: the rule and the choice,
     whether the choice is on an edge, whether it was made for another foreground than
@@ -450,8 +467,15 @@ def status(family: str, dataset: str, profile: str, foreground_key: str) -> str:
     record = selection(family, dataset, profile)
     name = f"{FAMILY_NAMES[family]} on {catalogue.DISPLAY_NAMES[dataset]}"
     if record is None:
-        return (f"{name}: no background model yet; train it with "
-                f"`{command(family, dataset, profile)}`.")
+        done, total = grid_progress(family, dataset, profile)
+        if not done:
+            return (f"{name}: no background model yet; train it with "
+                    f"`{command(family, dataset, profile)}`.")
+        short, _ = steps(family, dataset, profile)
+        return (f"{name}: no background model yet; {done} of {total} candidates' short runs "
+                f"({short:,} steps) are trained; continue with "
+                f"`{command(family, dataset, profile, '--grid-only')}`, then score, choose and "
+                f"complete with `{command(family, dataset, profile)}`.")
     parts = []
     if record["choice"] is not None:
         c = record["choice"]
