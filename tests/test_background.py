@@ -127,9 +127,9 @@ def test_a_missing_cpu_background_is_a_clear_error(build: Path) -> None:
 def test_the_status_counts_the_short_runs_trained_before_any_is_scored(build: Path) -> None:
     short, _ = background.steps("pixelcnn", "cifar10", "cpu")
     points = background.grid_points()
-    for (mu, l2), last in zip(points[:3], (short, short, short - 250), strict=True):
-        run = registry.checkpoint_root("cpu") / background.candidate_spec(
-            "pixelcnn", "cifar10", "cpu", mu, l2).key
+    keys = background.candidate_keys("pixelcnn", "cifar10", "cpu", points[:3])
+    for key, last in zip(keys.values(), (short, short, short - 250), strict=True):
+        run = registry.checkpoint_root("cpu") / key
         run.mkdir(parents=True)
         (run / "log.csv").write_text(f"step,train_bpd\n250,6.0\n{last},5.0\n")
     assert background.grid_progress("pixelcnn", "cifar10", "cpu") == (2, len(points))

@@ -91,7 +91,8 @@ def detection_table(pairs: Mapping[tuple[str, str], ScoredPair],
     rows, curves = [], {}
     for run, pair in pairs.items():
         fit, test, ood = pair.scores.get("val"), pair.scores["test"], pair.scores["ood"]
-        s_test, s_ood = (_named_scores(pair, fit, role, bits[run][role], companions[run], profile)
+        s_test, s_ood = (_named_scores(pair, fit, pair.sets[role], pair.scores[role],
+                                       bits[run][role], companions[run], profile)
                          for role in ("test", "ood"))
         added = (extra or {}).get(run, {})
         s_test.update({METHOD_NAMES[k]: v for k, v in added.get("test", {}).items()})
@@ -111,26 +112,23 @@ def other_sets_table(pair: ScoredPair, sets: Sequence[EvalSet], profile: str,
     ``sets`` (other OOD sets, controls) against its test set, with each set's coverage;
     ``pair`` as :func:`ood_lib.scoring.with_held_out` gives it."""
     fit = pair.scores.get("val")
-    s_test = _named_scores(pair, fit, "test", {"png": set_bits(pair.sets["test"], "png", profile)},
-                           companions, profile)
+    s_test = _named_scores(pair, fit, pair.sets["test"], pair.scores["test"],
+                           {"png": set_bits(pair.sets["test"], "png", profile)}, companions, profile)
     rows = []
     for s in sets:
-        s_x = _named_scores(pair, fit, s, {"png": set_bits(s, "png", profile)}, companions,
-                            profile)
+        s_x = _named_scores(pair, fit, s, scoring.score(pair.trained, s, profile),
+                            {"png": set_bits(s, "png", profile)}, companions, profile)
         rows += [{"set": s.label, "images": s.coverage, "method": method,
                   "auroc": detection_row(s_test[method], s_x[method], seed=seed)["auroc"]}
                  for method in s_test]
     return pd.DataFrame(rows)
 
 
-def _named_scores(pair: ScoredPair, fit: dict[str, np.ndarray] | None, role: str | EvalSet,
-                  bits: dict[str, np.ndarray], companions: Companions, profile: str
-                  ) -> dict[str, np.ndarray]:
-    """:func:`ood_lib.scores.per_image_scores` of one of ``pair``'s roles (or another set,
-    scored through the cache), keyed by the book's method names."""
-    eval_set = pair.sets[role] if isinstance(role, str) else role
-    x = pair.scores[role] if isinstance(role, str) else scoring.score(pair.trained, eval_set,
-                                                                        profile)
+def _named_scores(pair: ScoredPair, fit: dict[str, np.ndarray] | None, eval_set: EvalSet,
+                  x: dict[str, np.ndarray], bits: dict[str, np.ndarray],
+                  companions: Companions, profile: str) -> dict[str, np.ndarray]:
+    """:func:`ood_lib.scores.per_image_scores` of ``eval_set`` (``x``: its cached scores under
+    ``pair``'s model), keyed by the book's method names."""
     out = per_image_scores(x, fit, pair.n_dims, bits, pair.trained.model.additive_parts,
                            companion_log_px(companions, eval_set, profile, x["log_px"]))
     return {METHOD_NAMES[key]: value for key, value in out.items()}

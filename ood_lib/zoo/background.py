@@ -132,11 +132,13 @@ def grid_points(extension: Sequence[float] = ()) -> list[tuple[float, float]]:
     return [(mu, l2) for mu in sorted({*MU_GRID, *extension}) for l2 in L2_GRID]
 
 
-def candidate_spec(family: str, dataset: str, profile: str, mu: float, l2: float,
-                   data_root: str | Path | None = None) -> registry.ModelSpec:
-    """The background model of one grid point: the foreground's spec with ``mu`` and ``l2``."""
+def candidate_keys(family: str, dataset: str, profile: str, points: Sequence[tuple[float, float]],
+                   data_root: str | Path | None = None) -> dict[tuple[float, float], str]:
+    """The run key of the background model of each grid point ``(mu, lambda)``: the
+    foreground's spec with ``mu`` and ``l2`` (the training split read once for all points)."""
     split = registry.training_split(dataset, profile, data_root)
-    return registry.make_spec(family, dataset, profile, split, noise_fraction=mu, l2=l2)
+    return {(mu, l2): registry.make_spec(family, dataset, profile, split, noise_fraction=mu,
+                                         l2=l2).key for mu, l2 in points}
 
 
 def validation_sets(foreground: TrainedModel, profile: str, data_root: str | Path | None = None
@@ -412,8 +414,8 @@ def discard(family: str, dataset: str, profile: str, data_root: str | Path | Non
     """Delete this rule's record for ``family`` on ``dataset`` and the run of every candidate
     it could have (extension included); the old rule's record stays."""
     root = registry.checkpoint_root(profile)
-    for mu, l2 in grid_points(MU_EXTENSION):
-        key = candidate_spec(family, dataset, profile, mu, l2, data_root).key
+    for key in candidate_keys(family, dataset, profile, grid_points(MU_EXTENSION),
+                              data_root).values():
         for name in (key, key + registry.SHORT_RUN_SUFFIX):
             shutil.rmtree(root / name, ignore_errors=True)
     selection_path(family, dataset, profile).unlink(missing_ok=True)
@@ -451,12 +453,12 @@ def grid_progress(family: str, dataset: str, profile: str,
     short, _ = steps(family, dataset, profile)
     root = registry.checkpoint_root(profile)
     trained = 0
-    points = grid_points()
-    for mu, l2 in points:
-        log = root / candidate_spec(family, dataset, profile, mu, l2, data_root).key / LOG_FILE
+    keys = candidate_keys(family, dataset, profile, grid_points(), data_root)
+    for key in keys.values():
+        log = root / key / LOG_FILE
         if log.exists() and int(pd.read_csv(log)["step"].max()) >= short:
             trained += 1
-    return trained, len(points)
+    return trained, len(keys)
 
 
 def status(family: str, dataset: str, profile: str, foreground_key: str) -> str:
