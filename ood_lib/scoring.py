@@ -38,7 +38,8 @@ SCORER_VERSION = "3"  # 3: Glow runs channels-last (float32 rounding differs fro
 FAMILY_SCORER_VERSION = {
     "glow": "2",  # 2: scores carry the latent norm (Glow.score_parts)
     "glow_cv": "2",
-    "pixelcnn": "2",  # 2: channels-last head, tanh through the sigmoid, batches of 32
+    "pixelcnn": "3",  # 2: channels-last head, tanh through the sigmoid, batches of 32;
+    # 3: the softmax model's scores carry the mean predictive entropy
     "vae": "2",  # 2: ELU and softplus on exp and log, channels-last decoder (float32 rounding)
 }
 

@@ -256,3 +256,20 @@ def test_grid_only_trains_the_candidates_without_a_foreground(
     assert len(record["grid"]) == 4
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())  # loaded, not retrained
     shutil.rmtree(root)
+
+
+def test_shards_split_the_grid_between_processes(build: Path, small_grid: None,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--shard k/n`` processes train disjoint candidates that together cover the grid."""
+    trained: dict[int, list[tuple[float, float]]] = {0: [], 1: []}
+    for k in (0, 1):
+        monkeypatch.setattr(background.registry, "train_partial",
+                            lambda *a, noise_fraction, l2, k=k, **kw:
+                            trained[k].append((noise_fraction, l2)))
+        background.train_grid("glow", "notmnist", "smoke", shard=(k, 2), progress=False)
+    assert trained[0] == [(0.1, 0.0), (0.3, 0.0)] and trained[1] == [(0.1, 10.0), (0.3, 10.0)]
+    with pytest.raises(ValueError, match="shard 2/2"):
+        background.train_grid("glow", "notmnist", "smoke", shard=(2, 2))
+    with pytest.raises(SystemExit):
+        background.main(["--model", "glow", "--dataset", "notmnist", "--grid-only",
+                         "--shard", "1"])

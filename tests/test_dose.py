@@ -39,6 +39,10 @@ def test_vae_and_pixelcnn_statistics() -> None:
                                      "log_px_c1": np.array([-2.0]), "log_px_c2": np.array([-3.0]),
                                      "bpd": np.array([1.0])}, {})
     assert list(p) == ["log p", "log p, channel 0", "log p, channel 1", "log p, channel 2"]
+    softmax = dose.statistics("pixelcnn", {"log_px": np.array([-6.0]),
+                                           "predictive_entropy": np.array([2.5])}, {})
+    assert {k: float(x[0]) for k, x in softmax.items()} == {
+        "log p": -6.0, "mean predictive entropy": 2.5}
     with pytest.raises(ValueError, match="no DoSE statistics"):
         dose.statistics("flowpp", {}, {})
 

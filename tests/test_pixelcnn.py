@@ -425,3 +425,25 @@ def test_fast_scoring_equals_the_reference_computation(
     for k in range(in_channels):
         torch.testing.assert_close(torch.from_numpy(fast[f"log_px_c{k}"]),
                                    log_p[:, k].sum((1, 2)).double(), **close)
+
+
+def test_predictive_entropy_is_the_mean_entropy_of_the_conditionals() -> None:
+    """The softmax model's ``predictive_entropy`` is -sum_l P(l) log P(l) per subpixel from the
+    full logits, averaged over subpixels; with a zero head every conditional is uniform
+    (log 2^n nats); the mixture model's scores leave it out, and the log-likelihood parts are
+    those of :meth:`log_prob_parts` either way."""
+    model = _perturb(_model(in_channels=3, image_size=5)).eval()
+    x = torch.randint(0, 256, (4, 3, 5, 5), dtype=torch.uint8)
+    with torch.no_grad():
+        log_p = model.logits(x).log_softmax(2)  # [B, C, 2^n, H, W]
+        expected = -(log_p.exp() * log_p).sum(2).mean((1, 2, 3))
+        scored = model.score_parts(x)
+        torch.testing.assert_close(scored["predictive_entropy"], expected, rtol=1e-5, atol=1e-5)
+        assert {k: v for k, v in scored.items() if k != "predictive_entropy"}.keys() == \
+            model.log_prob_parts(x).keys()
+        for p in model.head.parameters():
+            p.zero_()
+        torch.testing.assert_close(model.score_parts(x)["predictive_entropy"],
+                                   torch.full((4,), math.log(256.0)))
+        mixture = _model(in_channels=3, image_size=5, mixtures=2).eval()
+        assert "predictive_entropy" not in mixture.score_parts(x)

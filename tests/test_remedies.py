@@ -227,6 +227,21 @@ def test_complexity_score_by_hand() -> None:
         scores.complexity_score(np.array([np.nan]), 4, np.ones(1))
 
 
+def test_complexity_account_by_hand() -> None:
+    """Model falls by 1 bit/dim from test to OOD, the compressor by 1.5: margin 0.5, S ranks
+    the OOD set higher (AUROC 1); with the compressor's bits halved (w = 0.5) the model's fall
+    wins (AUROC 0); rescaling the model's fall to 2 bits/dim is w = 1/2 as well."""
+    bpd = {"test": np.array([2.0, 2.1]), "ood": np.array([1.0, 1.1])}
+    bits = {"test": np.array([3.0, 3.1]), "ood": np.array([1.5, 1.6])}
+    assert remedies.weighted_complexity_auroc(bpd, bits, 1) == 1.0
+    assert remedies.weighted_complexity_auroc(bpd, bits, 1, weight=0.5) == 0.0
+    row = remedies.complexity_account(bpd, {"png": bits}, 1, reference_fall=2.0).iloc[0]
+    assert row["codec"] == "PNG" and row["compressor bpd (test)"] == pytest.approx(3.05)
+    assert row["compressor fall"] == pytest.approx(1.5) and row["model fall"] == pytest.approx(1.0)
+    assert row["margin"] == pytest.approx(0.5)
+    assert row["AUROC"] == 1.0 and row["AUROC at reference fall"] == 0.0
+
+
 # --- density of states ----------------------------------------------------------------------
 
 

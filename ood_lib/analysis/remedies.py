@@ -5,7 +5,9 @@ r"""The remedies on the book's models: each per-image OOD score of :mod:`ood_lib
 - :func:`set_bits`: a set's compressed lengths (:mod:`ood_lib.compress`), cached by content;
 - :func:`detection_table`: every score of every (model, training set) on its pair, one
   :class:`~ood_lib.records.Detection` each, with the ROC curves;
-- :func:`other_sets_table`: the same scores against other OOD sets and controls.
+- :func:`other_sets_table`: the same scores against other OOD sets and controls;
+- :func:`complexity_account`, :func:`weighted_complexity_auroc`: why input complexity
+  separates a pair as far as it does, per compressor.
 
 Fitted quantities (the typicality entropy, the density-of-states KDE) are fitted on the
 held-out split (:func:`ood_lib.scoring.with_held_out`), never on training or test images.
@@ -121,6 +123,47 @@ def other_sets_table(pair: ScoredPair, sets: Sequence[EvalSet], profile: str,
         rows += [{"set": s.label, "images": s.coverage, "method": method,
                   "auroc": detection_row(s_test[method], s_x[method], seed=seed)["auroc"]}
                  for method in s_test]
+    return pd.DataFrame(rows)
+
+
+def weighted_complexity_auroc(bpd: Mapping[str, np.ndarray], bits: Mapping[str, np.ndarray],
+                              n_dims: int, weight: float = 1.0) -> float:
+    r"""AUROC (OOD positive) of $S_w(x) = D\,\text{bpd}(x) - w\,L(x)$ between the ``"test"`` and
+    ``"ood"`` sets (``bpd[role]``, ``bits[role]``: per image); $w = 1$ is Serra et al.'s score."""
+    s = {r: n_dims * np.asarray(bpd[r], float) - weight * np.asarray(bits[r], float)
+         for r in ("test", "ood")}
+    return auroc(s["test"], s["ood"])
+
+
+def complexity_account(bpd: Mapping[str, np.ndarray],
+                       bits: Mapping[str, Mapping[str, np.ndarray]], n_dims: int,
+                       reference_fall: float) -> pd.DataFrame:
+    r"""Input complexity taken apart, one row per codec (``bits[codec][role]``).
+
+    Between the test set and the OOD set, the mean of $S(x) = D\,\text{bpd}(x) - L(x)$ moves by
+    $D\,(\Delta_L - \Delta_{\text{bpd}})$, each $\Delta$ a mean over the test set minus the
+    mean over the OOD set, in bits/dim: the score ranks the OOD set as the more OOD only by the
+    *margin* by which the compressor's fall $\Delta_L$ exceeds the model's $\Delta_{\text{bpd}}$,
+    and the tighter $L$ follows the model's bits image by image (their correlation on the test
+    set, ``r``), the less that margin is blurred. ``AUROC`` is Serra et al.'s score;
+    ``AUROC at reference fall`` rescales the model's bits so that they fall by
+    ``reference_fall`` bits/dim instead of $\Delta_{\text{bpd}}$, which is $S_w$ of
+    :func:`weighted_complexity_auroc` with $w = \Delta_{\text{bpd}} / $ ``reference_fall``
+    (AUROC is unchanged by a positive factor): a counterfactual, not a model."""
+    model_fall = float(np.mean(bpd["test"]) - np.mean(bpd["ood"]))
+    rows = []
+    for codec, b in bits.items():
+        length = {r: np.asarray(b[r], float) / n_dims for r in ("test", "ood")}  # bits/dim
+        fall = float(length["test"].mean() - length["ood"].mean())
+        rows.append({"codec": catalogue.CODEC_NAMES[codec],
+                     "compressor bpd (test)": length["test"].mean(),
+                     "compressor bpd (OOD)": length["ood"].mean(),
+                     "compressor fall": fall, "model fall": model_fall,
+                     "margin": fall - model_fall,
+                     "r (test)": float(np.corrcoef(length["test"], bpd["test"])[0, 1]),
+                     "AUROC": weighted_complexity_auroc(bpd, b, n_dims),
+                     "AUROC at reference fall": weighted_complexity_auroc(
+                         bpd, b, n_dims, model_fall / reference_fall)})
     return pd.DataFrame(rows)
 
 

@@ -379,8 +379,21 @@ class PixelCNN(DensityModel):
 
     def log_prob_parts(self, x: Tensor) -> dict[str, Tensor]:
         r"""``log_px`` $= \log P(x)$ (nats, ``[B]``) and its per-colour parts ``log_px_c{k}``."""
+        return self._parts(x, entropy=False)
+
+    def score_parts(self, x: Tensor) -> dict[str, Tensor]:
+        r""":meth:`log_prob_parts` and, for the softmax output, ``predictive_entropy``: the mean
+        over the $D$ subpixels of the entropy of each conditional, $\frac1D \sum_{i,c}
+        H\big(P(\cdot \mid x_{<i}, x_{i,<c})\big)$ in nats, a DoSE statistic (our extension of
+        Morningstar et al.), from the same pass. The mixture output leaves it out: its
+        $2^n$-level distribution per subpixel costs about 2.4 times the scoring pass itself
+        (20 ms against 5.8 ms per 32x32x3 image on one thread, measured)."""
+        return self._parts(x, entropy=not self.config.mixtures)
+
+    def _parts(self, x: Tensor, entropy: bool) -> dict[str, Tensor]:
         self._check(x)
         u = self.scale(x)
+        extra = {}
         if self.config.mixtures:  # the mixture at the true levels alone, never all 2^n of them
             mixture = logistic_mixture(self.head(self.features(u)), u, self.n_levels)
             log_p = logistic_mixture_log_p(x.float(), *mixture, self.n_levels)  # [B, C, H, W]
@@ -390,12 +403,14 @@ class PixelCNN(DensityModel):
             # H W apart, several times slower).
             out = self.head(self.features(u).contiguous(memory_format=torch.channels_last))
             logits = out.permute(0, 2, 3, 1).unflatten(3, (self.config.in_channels, -1))
-            log_p = F.log_softmax(logits, dim=4)  # [B, H, W, C, 2^n]
-            log_p = log_p.gather(4, x.permute(0, 2, 3, 1).long().unsqueeze(4))  # [B, H, W, C, 1]
+            log_p_all = F.log_softmax(logits, dim=4)  # [B, H, W, C, 2^n]
+            if entropy:  # H = -sum_l P(l) log P(l) per subpixel, then the mean over subpixels
+                extra["predictive_entropy"] = -(log_p_all.exp() * log_p_all).sum(4).mean((1, 2, 3))
+            log_p = log_p_all.gather(4, x.permute(0, 2, 3, 1).long().unsqueeze(4))  # [B, H, W, C, 1]
             log_p = log_p.squeeze(4).permute(0, 3, 1, 2)  # [B, C, H, W]
         per_colour = log_p.sum(dim=(2, 3))  # [B, C]
         parts = {name: per_colour[:, k] for k, name in enumerate(self.additive_parts)}
-        return {"log_px": per_colour.sum(1), **parts}
+        return {"log_px": per_colour.sum(1), **parts, **extra}
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:

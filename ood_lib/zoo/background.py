@@ -51,7 +51,8 @@ The Glow backgrounds shipped before this rule, ``background-<dataset>.json``, ch
 still reads them, as records of the old rule (``rule`` = :data:`OLD_RULE`).
 
 Train a grid, its choice and the chosen model (``--grid-only``: the candidates alone, which
-need no foreground; ``--extend``: the extension of an edge choice)::
+need no foreground, ``--shard K/N`` to share them among N processes; ``--extend``: the
+extension of an edge choice)::
 
     python -m ood_lib.zoo.background --profile cpu --model pixelcnn --dataset cifar10
 """
@@ -280,10 +281,16 @@ def foreground(family: str, dataset: str, profile: str, data_root: str | Path | 
 
 
 def train_grid(family: str, dataset: str, profile: str, data_root: str | Path | None = None,
-               extend: bool = False, progress: bool = True) -> None:
+               extend: bool = False, shard: tuple[int, int] = (0, 1),
+               progress: bool = True) -> None:
     """Train every candidate's short run that is not scored yet (resuming killed ones), without
     scoring it: the part of the rule that needs no foreground model. ``extend``: the
-    extension the saved choice asks for too (:func:`pending_extension`)."""
+    extension the saved choice asks for too (:func:`pending_extension`). ``shard`` ``(k, n)``:
+    only the grid points whose position (from 0) is ``k`` modulo ``n``, so that ``n`` processes
+    share one grid without training a candidate twice."""
+    k, n = shard
+    if not 0 <= k < n:
+        raise ValueError(f"shard {k}/{n}: need 0 <= k < n")
     record = selection(family, dataset, profile)
     ours = record is not None and record["rule"] == RULE
     extension = [*record["extension"]] if ours else []
@@ -293,6 +300,8 @@ def train_grid(family: str, dataset: str, profile: str, data_root: str | Path | 
     short, full = steps(family, dataset, profile)
     points = grid_points(extension)
     for i, (mu, l2) in enumerate(points, 1):
+        if (i - 1) % n != k:
+            continue
         if (mu, l2) not in scored:
             registry.train_partial(family, dataset, profile, short, data_root=data_root,
                                    noise_fraction=mu, l2=l2, progress=progress)
@@ -563,11 +572,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-root")
     parser.add_argument("--grid-only", action="store_true",
                         help="train the candidates' short runs only (no foreground needed)")
+    parser.add_argument("--shard", default="0/1", metavar="K/N",
+                        help="with --grid-only: the grid points at positions k modulo n only "
+                             "(n processes share a grid)")
     parser.add_argument("--extend", action="store_true",
                         help="add the noise level the edge rule asks for, then choose again")
     parser.add_argument("--retrain", action="store_true",
                         help="delete the record and every candidate's run, then start again")
     args = parser.parse_args(argv)
+    try:
+        shard = tuple(int(v) for v in args.shard.split("/"))
+        if len(shard) != 2 or not 0 <= shard[0] < shard[1]:
+            raise ValueError
+    except ValueError:
+        parser.error(f"--shard takes K/N with 0 <= K < N, got {args.shard!r}")
     failed = []
     for family in args.model or FAMILIES:
         for dataset in args.dataset or datasets(family):
@@ -580,7 +598,7 @@ def main(argv: list[str] | None = None) -> None:
             if args.retrain:
                 discard(family, dataset, args.profile, args.data_root)
             if args.grid_only:
-                train_grid(family, dataset, args.profile, args.data_root, args.extend)
+                train_grid(family, dataset, args.profile, args.data_root, args.extend, shard)
                 continue
             try:
                 record = select(family, dataset, args.profile, args.data_root, extend=args.extend)
