@@ -7,6 +7,7 @@ import math
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
@@ -240,6 +241,18 @@ def test_complexity_account_by_hand() -> None:
     assert row["compressor fall"] == pytest.approx(1.5) and row["model fall"] == pytest.approx(1.0)
     assert row["margin"] == pytest.approx(0.5)
     assert row["AUROC"] == 1.0 and row["AUROC at reference fall"] == 0.0
+
+
+def test_inversion_reading_by_hand() -> None:
+    """Foreground falls 1.0 and 2.0 bits/dim, the background 0.5 and 0.5: it cancels 25% to
+    50%; one of the two OOD sets is inverted."""
+    table = pd.DataFrame({"set": ["A", "B", "C"], "role": ["val (in)", "val (OOD)", "test (OOD)"],
+                          "foreground bpd": [4.0, 3.0, 2.0], "background bpd": [5.0, 4.5, 4.5],
+                          "AUROC against A": [0.5, 0.4, 0.7]})
+    text = remedies.inversion_reading(table)
+    assert "fall by 1.00 to 2.00, the background's by 0.50 to 0.50:" in text
+    assert "cancels 25% to 50%" in text and "1 of the 2 OOD sets" in text
+    assert "0.400 (B), 0.700 (C)" in text and "rise" not in text
 
 
 # --- density of states ----------------------------------------------------------------------

@@ -543,11 +543,12 @@ def old_rule_models(dataset: str, profile: str, data_root: str | Path | None = N
     return (fg, bg) if found else None
 
 
-def inversion_sets(dataset: str, profile: str, data_root: str | Path | None = None
-                   ) -> list[EvalSet]:
-    """The sets that explain an old-rule choice on ``dataset``: its validation pair (the first
-    training images, :data:`OLD_VALIDATION_OOD`), this rule's validation pair, and the test
-    pair; the first :data:`VALIDATION_IMAGES` images of each, in the training set's geometry."""
+def inversion_sets(dataset: str, profile: str, data_root: str | Path | None = None,
+                   old_rule: bool = True) -> list[EvalSet]:
+    """The sets that explain a choice on ``dataset``: the old rule's validation pair (the first
+    training images, :data:`OLD_VALIDATION_OOD`; only with ``old_rule``), this rule's
+    validation pair, and the test pair; the first :data:`VALIDATION_IMAGES` images of each, in
+    the training set's geometry."""
     channels, _ = catalogue.geometry(dataset)
     n = VALIDATION_IMAGES[profile]
     held_out = store.load(dataset, "val", data_root)
@@ -556,7 +557,8 @@ def inversion_sets(dataset: str, profile: str, data_root: str | Path | None = No
     new = _validation_pair(dataset, held_out, channels, n, data_root)
     test = [(store.load(dataset, "test", data_root), "test (in)"),
             (store.load(catalogue.PAIRS[dataset], "test", data_root), "test (OOD)")]
-    return ([_named(image_sets.from_split(s, role, channels, n), n) for s, role in old]
+    return ([_named(image_sets.from_split(s, role, channels, n), n) for s, role in old
+             if old_rule]
             + [replace(new[0], role="validation (in)"), replace(new[1], role="validation (OOD)")]
             + [_named(image_sets.from_split(s, role, channels, n), n) for s, role in test])
 
