@@ -77,7 +77,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.stats import gaussian_kde
 
 from ood_lib.catalogue import CODEC_NAMES
 
@@ -235,14 +234,45 @@ def dos_score(fit: np.ndarray, x: np.ndarray, joint: bool = True) -> np.ndarray:
         if eigenvalues.min() < 1e-10 * eigenvalues.max():
             raise ValueError("the fit statistics are linearly dependent (e.g. log_px with "
                              "log_pz and log_det): drop one of them")
-        kde = gaussian_kde(z_fit.T, bw_method="scott")
         # s(x) = -log q_hat(z(x))
-        score[finite] = -kde.logpdf(z_x[finite].T)
+        score[finite] = -kde_logpdf(z_fit, z_x[finite])
     else:
         # s(x) = -sum_j log q_hat_j(z_j(x))
-        score[finite] = -sum(gaussian_kde(z_fit[:, j], bw_method="scott").logpdf(z_x[finite, j])
+        score[finite] = -sum(kde_logpdf(z_fit[:, j:j + 1], z_x[finite, j:j + 1])
                              for j in range(z_fit.shape[1]))
     return score
+
+
+def kde_logpdf(fit: np.ndarray, x: np.ndarray, chunk: int = 512) -> np.ndarray:
+    r"""$\log \hat q(x)$ ``[M]`` of points ``x`` ``[M, k]`` under the Gaussian KDE of ``fit``
+    ``[N, k]`` with Scott's bandwidth, as :class:`scipy.stats.gaussian_kde` defines it (and
+    equal to its ``logpdf`` to round-off, tested), several times faster:
+
+    $$\log \hat q(x) = \log \frac1N \sum_{i=1}^N \mathcal N(x;\, f_i,\, \Sigma), \qquad
+    \Sigma = n^{-2/(k+4)}\, \widehat{\operatorname{Cov}}(f) \ (\text{ddof } 1),$$
+
+    computed on whitened points ($\Sigma = L L^\top$, $y = L^{-1} x$) with a log-sum-exp over
+    the fit points, ``chunk`` rows of ``x`` at a time."""
+    fit, x = np.asarray(fit, np.float64), np.asarray(x, np.float64)
+    n, k = fit.shape
+    cov = np.atleast_2d(np.cov(fit, rowvar=False)) * n ** (-2.0 / (k + 4))  # Scott: n^(-1/(k+4))
+    chol = np.linalg.cholesky(cov)
+    y_fit = np.linalg.solve(chol, fit.T).T  # [N, k], whitened
+    y_x = np.linalg.solve(chol, x.T).T  # [M, k]
+    # log N(x; f, Sigma) = -|y_x - y_f|^2 / 2 - log det(L) - k/2 log(2 pi)
+    const = -np.log(np.diag(chol)).sum() - 0.5 * k * np.log(2 * np.pi) - np.log(n)
+    half_sq_fit = 0.5 * (y_fit ** 2).sum(1)  # [N]
+    out = np.empty(len(x))
+    for start in range(0, len(x), chunk):
+        y = y_x[start:start + chunk]  # [c, k]
+        # -|y - y_f|^2 / 2 = y . y_f - |y_f|^2 / 2 - |y|^2 / 2; the last term is outside the sum
+        e = y @ y_fit.T - half_sq_fit  # [c, N]
+        top = e.max(axis=1, keepdims=True)
+        np.subtract(e, top, out=e)
+        np.exp(e, out=e)
+        out[start:start + chunk] = (top[:, 0] + np.log(e.sum(axis=1))
+                                    - 0.5 * (y ** 2).sum(1) + const)
+    return out
 
 
 # --- evaluation -----------------------------------------------------------------------------

@@ -267,6 +267,19 @@ def test_dos_far_point_scores_higher(joint: bool) -> None:
     assert far.min() > own.max()
 
 
+@pytest.mark.parametrize("k", [1, 3])
+def test_kde_logpdf_is_scipy_s_gaussian_kde(k: int) -> None:
+    """Scott's bandwidth and the normalisation of scipy's gaussian_kde, to round-off, far from
+    the fit points too."""
+    from scipy.stats import gaussian_kde
+
+    rng = np.random.default_rng(k)
+    fit = rng.normal(size=(300, k)) @ rng.normal(size=(k, k))
+    x = np.concatenate([rng.normal(size=(700, k)) * 2, np.full((1, k), 40.0)])
+    np.testing.assert_allclose(scores.kde_logpdf(fit, x, chunk=64),
+                               gaussian_kde(fit.T, bw_method="scott").logpdf(x.T), rtol=1e-10)
+
+
 def test_dos_handles_constant_columns_infinity_and_nan() -> None:
     rng = np.random.default_rng(0)
     stats = rng.normal(0, 1, (300, 2))
