@@ -192,6 +192,8 @@ def test_the_choice_never_reads_the_test_ood_set_and_resumes_where_it_stopped(
     assert record["validation_in"].startswith("FashionMNIST-Val")
     grid = {(c["mu"], c["l2"]): c["validation_auroc"] for c in record["grid"]}
     assert set(grid) == {(0.1, 0.0), (0.1, 10.0), (0.3, 0.0), (0.3, 10.0)}
+    # each candidate's training cost outlives its deleted folder
+    assert all(c["cpu_s"] > 0 for c in record["grid"])
     chosen = (record["choice"]["mu"], record["choice"]["l2"])
     assert chosen == max(grid, key=lambda p: (grid[p], -p[0], -p[1]))
     tc = trained.record["train_config"]
