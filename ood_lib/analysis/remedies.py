@@ -214,7 +214,6 @@ def inversion_table(fg: TrainedModel, bg: TrainedModel, sets: Sequence[EvalSet],
     return pd.DataFrame(rows)
 
 
-
 def inversion_reading(inversion: pd.DataFrame) -> str:
     """What an :func:`inversion_table` shows, in words: how far the foreground's and the
     background's bits/dim fall from the first set (the in-distribution reference) to the OOD
