@@ -41,8 +41,9 @@ both), each oriented larger = more OOD and named by its key in
   2,000 held-out images;
 - where the model's companions are shipped (:mod:`ood_lib.zoo.ensemble`): ``likelihood_ratio``,
   log p_bg(x) - log p(x) in nats with its background model (PixelCNN and Glow,
-  :mod:`ood_lib.zoo.background`), and ``waic``, -WAIC(x) over a Glow's seed ensemble (Fashion-MNIST
-  and notMNIST). A missing companion leaves its score out with a line saying which score, why
+  :mod:`ood_lib.zoo.background`), and ``waic``, -WAIC(x) over a Glow's seed ensemble
+  (Fashion-MNIST, notMNIST and CIFAR-10, :data:`ood_lib.zoo.ensemble.ENSEMBLES`). A missing
+  companion leaves its score out with a line saying which score, why
   and the command that trains it; it is never trained.
 
 For each, the AUROC of your images (the positive class) against the test set, with a 95%

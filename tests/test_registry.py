@@ -53,6 +53,8 @@ def test_shipped_checkpoint_keys_are_unchanged() -> None:
     manifest = json.loads((paths.checkpoints_dir() / "manifest.json").read_text())
     assert manifest
     for key, r in manifest.items():
+        if key.endswith(registry.SNAPSHOT_SUFFIX.format(steps=r["steps"])):  # a snapshot
+            key = key.removesuffix(registry.SNAPSHOT_SUFFIX.format(steps=r["steps"]))
         family = families.MODELS[r["model"]]
         assert family.config_cls(**r["model_config"]).to_dict() == r["model_config"], key
         cfg = TrainConfig(**r["train_config"])
@@ -87,6 +89,36 @@ def test_a_short_run_is_the_start_of_the_full_run(build: Path) -> None:
     for a, b in zip(resumed.model.state_dict().values(), straight.model.state_dict().values(),
                     strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.slow
+def test_a_snapshot_is_the_shipped_run_at_that_step(build: Path) -> None:
+    """snapshot() keeps a run's weights at a step as a checkpoint of its own: the weights of
+    the first steps of the shipped run (replayed and checked against its log), with a record
+    of that step; a replay whose log differs from the shipped one is refused."""
+    full = registry.get("glow", "notmnist", "smoke", progress=False)
+    steps = families.train_config("glow", "notmnist", "smoke").eval_every
+    assert steps < full.record["steps"]
+    snap = registry.snapshot("glow", "notmnist", "smoke", steps, progress=False)
+    assert snap.key == full.key + f".step{steps}" and snap.record["steps"] == steps
+    assert snap.record["sha256"] != full.record["sha256"]
+    assert list(snap.log["step"])[-1] == steps
+    assert snap.record["final_bpd"]["notmnist_test_bpd"] == pytest.approx(
+        float(full.log.loc[full.log["step"] == steps, "notmnist_test_bpd"].iloc[0]))
+    # only the weights are kept: no resumable state, no training folder beside it
+    assert not (snap.path / "train_state.pt").exists()
+    assert not full.path.with_name(full.key + registry.SHORT_RUN_SUFFIX).exists()
+    again = registry.snapshot("glow", "notmnist", "smoke", steps, allow_training=False)
+    assert again.record["sha256"] == snap.record["sha256"]
+    # a replay that does not reproduce the shipped log is another run: refused
+    log = full.log.copy()
+    log.loc[0, "train_bpd"] += 1e-6
+    log.to_csv(full.path / "log.csv", index=False)
+    with pytest.raises(registry.CheckpointError, match="differs from its shipped log"):
+        registry.snapshot("glow", "notmnist", "smoke", steps + families.train_config(
+            "glow", "notmnist", "smoke").eval_every, progress=False)
+    with pytest.raises(registry.CheckpointError, match="ood_lib.zoo.ensemble"):
+        registry.snapshot("glow", "notmnist", "smoke", 1, allow_training=False)
 
 
 @pytest.mark.slow

@@ -182,7 +182,9 @@ def companion_models_table(pair: scoring.ScoredPair, bundle: Companions, profile
     time (from their records) and mean bits/dim on the pair's test and OOD sets."""
     rows = []
     named = [(f"shipped (seed {pair.trained.spec.seed})", pair.trained)]
-    named += [(f"ensemble member (seed {m.spec.seed})", m) for m in bundle.members]
+    named += [(f"ensemble member (seed {m.spec.seed}"
+               + (", the shipped run at this step)" if m is bundle.member_0 else ")"), m)
+              for m in bundle.ensemble]
     if bundle.background is not None:
         cfg = bundle.background.spec.train_config
         named.append((f"background (μ = {cfg.noise_fraction:g}, λ = {cfg.l2:g})",
@@ -195,6 +197,27 @@ def companion_models_table(pair: scoring.ScoredPair, bundle: Companions, profile
                      f"bpd {pair.sets['test'].label}": bpd["test"],
                      f"bpd {pair.sets['ood'].label}": bpd["ood"]})
     return pd.DataFrame(rows)
+
+
+def ensemble_budgets(companions: Mapping[tuple[str, str], Companions],
+                     pairs: Mapping[tuple[str, str], ScoredPair]) -> str:
+    """One sentence per WAIC ensemble: its seeds, its members' budget in steps and whether
+    member 0 is the shipped model or the shipped run at that (shorter) budget."""
+    out = []
+    for run, bundle in companions.items():
+        if not bundle.members:
+            continue
+        own = pairs[run].trained
+        members = bundle.ensemble if bundle.member_0 is not None else (own, *bundle.members)
+        seeds = ", ".join(str(m.spec.seed) for m in members)
+        steps = bundle.members[0].record["steps"]
+        first = ("the shipped run itself at that step (the shipped model has "
+                 f"{own.record['steps']:,})" if bundle.member_0 is not None
+                 else "the shipped model")
+        out.append(f"WAIC ensemble of the {catalogue.FAMILY_NAMES[run[0]]} on "
+                   f"{catalogue.DISPLAY_NAMES[run[1]]}: seeds {seeds}, every member trained "
+                   f"{steps:,} steps; member 0 is {first}.")
+    return " ".join(out)
 
 
 def inversion_table(fg: TrainedModel, bg: TrainedModel, sets: Sequence[EvalSet],

@@ -129,7 +129,8 @@ class TrainedModel:
 
     @property
     def key(self) -> str:
-        return self.spec.key
+        """The checkpoint's name: ``spec.key``, with ``.step<N>`` for a :func:`snapshot`."""
+        return self.path.name
 
     @property
     def trained_index_range(self) -> tuple[int, int] | None:
@@ -363,30 +364,40 @@ def get(
     if not replicas.is_main:  # rank 0 saves the model; the others load it once it is saved
         replicas.barrier()
         return _load(spec, path)
+    _save(spec, split, net, path, result, t0, replicas.world)
+    replicas.barrier()
+    return _load(spec, path)
+
+
+def _save(spec: ModelSpec, split: store.Split, net: DensityModel, path: Path,
+          result: TrainResult, t0: float, world: int = 1, samples: bool = True) -> dict:
+    """Save ``net`` as ``spec``'s model in ``path`` (weights, record, samples where the family
+    draws them; the resumable state removed) and enter it in the manifest; its record."""
     torch.save(net.state_dict(), path / "model.pt")
     final = {k: v for k, v in result.log[-1].items() if k.endswith("_bpd")}
     record = {
-        "key": spec.key, "model": model, "dataset": dataset, "profile": profile, "seed": seed,
-        "model_config": spec.model_config, "train_config": spec.train_config.to_dict(),
+        "key": path.name, "model": spec.model, "dataset": spec.dataset, "profile": spec.profile,
+        "seed": spec.seed, "model_config": spec.model_config,
+        "train_config": spec.train_config.to_dict(),
         "train_data": {**spec.train_data, "coverage": split.coverage_str, "source": split.source},
         "steps": result.steps, "n_skipped": result.n_skipped,
         "wall_s": round(result.wall_s, 1), "cpu_s": round(result.cpu_s, 1), "final_bpd": final,
         "n_params": sum(p.numel() for p in net.parameters()),
         "sha256": _sha256(path / "model.pt"),
-        "device": _machine() if replicas.world == 1 else f"{replicas.world} x {_machine()}",
-        **({"processes": replicas.world} if replicas.world > 1 else {}),
+        "device": _machine() if world == 1 else f"{world} x {_machine()}",
+        **({"processes": world} if world > 1 else {}),
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "session_s": round(time.time() - t0, 1),
     }
-    if MODELS[model].n_samples:  # a handful under smoke: sampling is sequential and slow
-        n = min(MODELS[model].n_samples, 4) if profile == "smoke" else MODELS[model].n_samples
-        record["samples"] = _draw_samples(net, n, seed, path)
+    if samples and MODELS[spec.model].n_samples:  # a handful under smoke: sampling is slow
+        n = (min(MODELS[spec.model].n_samples, 4) if spec.profile == "smoke"
+             else MODELS[spec.model].n_samples)
+        record["samples"] = _draw_samples(net, n, spec.seed, path)
     (path / "record.json").write_text(json.dumps(record, indent=1, sort_keys=True))
     (path / STATE_FILE).unlink(missing_ok=True)
-    _update_manifest(root, record)
-    replicas.barrier()
-    return _load(spec, path)
+    _update_manifest(path.parent, record)
+    return record
 
 
 def _train(spec: ModelSpec, split: store.Split, path: Path, data_root: str | Path | None,
@@ -473,3 +484,65 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+SNAPSHOT_SUFFIX = ".step{steps}"
+# Log columns that a replay must reproduce exactly (the others are times and thread counts).
+_REPLAYED = ("step", "epoch", "train_bpd", "lr", "grad_norm", "n_skipped")
+
+
+def snapshot(model: str, dataset: str, profile: str, steps: int, seed: int = 0,
+             data_root: str | Path | None = None, allow_training: bool | None = None,
+             progress: bool = True) -> TrainedModel:
+    """The run of :func:`get` (``model`` on ``dataset``, ``seed``) as it was at step ``steps``,
+    kept as a checkpoint of its own in ``<key>.step<steps>``: weights, log to that step and a
+    record whose ``steps``, times and ``final_bpd`` are the run's at that step. A WAIC
+    ensemble at a shorter budget than the headline run uses it, so that its member 0 *is* the
+    headline run at that step, never a different run.
+
+    Missing, it is trained where allowed (:func:`train_partial`, resuming a killed one) and
+    saved; the resumable state it trained from (optimizer included) is then deleted. If the full
+    run is shipped, the snapshot replays its first ``steps`` steps, and its log must equal the
+    shipped log on every step both logged (losses, learning rate, gradient norm: all but times
+    and thread counts), or :class:`CheckpointError`: a replay on another thread count or
+    machine rounds differently and is a different run."""
+    split = training_split(dataset, profile, data_root)
+    spec = make_spec(model, dataset, profile, split, seed)
+    path = checkpoint_root(profile) / (spec.key + SNAPSHOT_SUFFIX.format(steps=steps))
+    if (path / "model.pt").exists():
+        return _load(spec, path)
+    allowed = training_allowed(profile) if allow_training is None else allow_training
+    if not allowed:
+        raise CheckpointError(
+            f"no snapshot of {model!r} on {dataset!r} (seed {seed}) at step {steps:,} under "
+            f"profile {profile!r}: expected {path}. Train it with `python -m ood_lib.zoo.ensemble "
+            f"--profile {profile}`.")
+    t0 = time.time()
+    net, trained_in = train_partial(model, dataset, profile, steps, seed, data_root,
+                                    progress=progress)
+    log = pd.read_csv(trained_in / LOG_FILE)
+    full = checkpoint_root(profile) / spec.key
+    if (full / "model.pt").exists():
+        _check_replay(log, pd.read_csv(full / LOG_FILE), full)
+    path.mkdir(parents=True, exist_ok=True)
+    last = log.iloc[-1]
+    result = TrainResult(steps=int(last["step"]), n_skipped=int(last["n_skipped"]),
+                         wall_s=float(last["wall_s"]), cpu_s=float(last["cpu_s"]),
+                         log=log.to_dict("records"))
+    log.to_csv(path / LOG_FILE, index=False)
+    _save(spec, split, net, path, result, t0, samples=False)
+    shutil.rmtree(trained_in)
+    return _load(spec, path)
+
+
+def _check_replay(replay: pd.DataFrame, shipped: pd.DataFrame, full: Path) -> None:
+    """Raise :class:`CheckpointError` unless ``replay`` equals ``shipped`` on the steps both
+    logged (see :func:`snapshot`)."""
+    both = shipped[shipped["step"].isin(replay["step"])].reset_index(drop=True)
+    mine = replay[replay["step"].isin(both["step"])].reset_index(drop=True)
+    columns = [c for c in replay.columns if c.endswith("_bpd") or c in _REPLAYED]
+    if both.empty or not mine[columns].equals(both[columns]):
+        differ = [c for c in columns if not mine[c].equals(both[c])] if len(mine) else columns
+        raise CheckpointError(
+            f"the replay of {full.name} differs from its shipped log.csv in {differ}: it is not "
+            f"the shipped run (another thread count or machine rounds differently)")
