@@ -70,17 +70,18 @@ def test_shipped_checkpoint_keys_are_unchanged() -> None:
 def test_a_short_run_is_the_start_of_the_full_run(build: Path) -> None:
     """train_partial stops a run early; get() then resumes it to the same weights as a run
     trained in one go (the likelihood-ratio mu selection relies on this)."""
-    net, path = registry.train_partial("glow", "notmnist", "smoke", stop_at=12,
-                                       noise_fraction=0.2, progress=False)
+    net, path, first = registry.train_partial("glow", "notmnist", "smoke", stop_at=12,
+                                              noise_fraction=0.2, progress=False)
+    assert first.steps == 12 and first.cpu_s > 0 and first.log[-1]["step"] == 10
     assert (path / "train_state.pt").exists() and not (path / "model.pt").exists()
     resumed = registry.get("glow", "notmnist", "smoke", noise_fraction=0.2, progress=False)
     assert resumed.path == path and resumed.record["train_config"]["noise_fraction"] == 0.2
     # a background model's training never reads the test OOD set (MNIST), not even to log it
     assert "mnist_test_bpd" not in resumed.record["final_bpd"]
     # the short run of a finished model is trained anew beside it, to the same weights
-    again, short = registry.train_partial("glow", "notmnist", "smoke", stop_at=12,
-                                          noise_fraction=0.2, progress=False)
-    assert short == path.with_name(path.name + registry.SHORT_RUN_SUFFIX)
+    again, short, run = registry.train_partial("glow", "notmnist", "smoke", stop_at=12,
+                                               noise_fraction=0.2, progress=False)
+    assert short == path.with_name(path.name + registry.SHORT_RUN_SUFFIX) and run.steps == 12
     assert (path / "model.pt").exists()
     for a, b in zip(net.state_dict().values(), again.state_dict().values(), strict=True):
         assert torch.equal(a, b)
@@ -118,7 +119,10 @@ def test_a_snapshot_is_the_shipped_run_at_that_step(build: Path) -> None:
         registry.snapshot("glow", "notmnist", "smoke", steps + families.train_config(
             "glow", "notmnist", "smoke").eval_every, progress=False)
     with pytest.raises(registry.CheckpointError, match="ood_lib.zoo.ensemble"):
-        registry.snapshot("glow", "notmnist", "smoke", 1, allow_training=False)
+        registry.snapshot("glow", "notmnist", "smoke", 2 * steps, allow_training=False)
+    for unlogged in (steps + 1, full.record["steps"]):  # no log row, or the end itself
+        with pytest.raises(ValueError, match="logged step before the end"):
+            registry.snapshot("glow", "notmnist", "smoke", unlogged)
 
 
 @pytest.mark.slow

@@ -68,7 +68,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from ood_lib import catalogue
 from ood_lib.catalogue import FAMILY_NAMES
@@ -77,7 +76,7 @@ from ood_lib.data.image_sets import EvalSet
 from ood_lib.metrics import auroc
 from ood_lib.models.base import DensityModel, evaluate
 from ood_lib.scores import likelihood_ratio
-from ood_lib.training.loop import LOG_FILE, STATE_FILE
+from ood_lib.training.loop import LOG_FILE
 from ood_lib.transforms import grey
 from ood_lib.zoo import families, registry
 from ood_lib.zoo.registry import CheckpointError, TrainedModel
@@ -338,12 +337,13 @@ def select(family: str, dataset: str, profile: str, data_root: str | Path | None
         for mu, l2 in points:
             if any((c["mu"], c["l2"]) == (mu, l2) for c in record["grid"]):
                 continue
-            net, path = registry.train_partial(family, dataset, profile, short,
-                                               data_root=data_root, noise_fraction=mu, l2=l2,
-                                               progress=progress)
+            net, path, run = registry.train_partial(family, dataset, profile, short,
+                                                    data_root=data_root, noise_fraction=mu,
+                                                    l2=l2, progress=progress)
+            # each candidate's CPU time is kept in the record: the losers' folders are deleted
             record["grid"].append({"mu": mu, "l2": l2, "key": path.name.removesuffix(
                 registry.SHORT_RUN_SUFFIX), "validation_auroc": validation_auroc(
-                net, fg_log_px, val_in, val_ood), "cpu_s": short_run_cpu_s(path)})
+                net, fg_log_px, val_in, val_ood), "cpu_s": round(run.cpu_s, 1)})
             if path.name.endswith(registry.SHORT_RUN_SUFFIX):  # a finished model's short run
                 shutil.rmtree(path)
             _save(record)
@@ -357,16 +357,6 @@ def select(family: str, dataset: str, profile: str, data_root: str | Path | None
         if not extend or pending_extension(record) is None:
             return record
         record["extension"].append(pending_extension(record))
-
-
-def short_run_cpu_s(path: Path) -> float | None:
-    """The process CPU seconds of the short run in ``path`` (from its resumable state), kept in
-    the record: the losing candidates' folders are deleted, logs and states with them."""
-    state = path / STATE_FILE
-    if not state.exists():
-        return None
-    cpu_s = torch.load(state, map_location="cpu", weights_only=False)["counters"].get("cpu_s")
-    return None if cpu_s is None else round(float(cpu_s), 1)
 
 
 def validation_auroc(background: DensityModel, fg_log_px: dict[str, np.ndarray],

@@ -419,11 +419,13 @@ SHORT_RUN_SUFFIX = ".short"
 
 def train_partial(model: str, dataset: str, profile: str, stop_at: int, seed: int = 0,
                   data_root: str | Path | None = None, noise_fraction: float = 0.0,
-                  l2: float = 0.0, progress: bool = True) -> tuple[DensityModel, Path]:
-    """The model of :func:`get` trained only up to step ``stop_at`` (a short run), and the
-    checkpoint directory holding its resumable state: a later :func:`get` of the same model
-    resumes there, so the short run is the first ``stop_at`` steps of the full one (exactly).
-    Called again, it resumes a killed short run or, at ``stop_at`` already, only loads it.
+                  l2: float = 0.0, progress: bool = True,
+                  ) -> tuple[DensityModel, Path, TrainResult]:
+    """The model of :func:`get` trained only up to step ``stop_at`` (a short run), the
+    checkpoint directory holding its resumable state, and the run's :class:`TrainResult` (steps,
+    times and log over every leg): a later :func:`get` of the same model resumes there, so the
+    short run is the first ``stop_at`` steps of the full one (exactly). Called again, it
+    resumes a killed short run or, at ``stop_at`` already, only loads it.
 
     A finished model keeps no early weights: its short run is trained anew in
     ``<key>.short`` beside it (batches and noise are functions of seed and step, so these are
@@ -438,7 +440,7 @@ def train_partial(model: str, dataset: str, profile: str, stop_at: int, seed: in
     if result.steps != min(stop_at, spec.train_config.steps):
         raise CheckpointError(f"the run in {path} is at step {result.steps:,}, past {stop_at:,}: "
                               f"its weights at step {stop_at:,} are not kept")
-    return net.eval(), path
+    return net.eval(), path, result
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -508,6 +510,10 @@ def snapshot(model: str, dataset: str, profile: str, steps: int, seed: int = 0,
     machine rounds differently and is a different run."""
     split = training_split(dataset, profile, data_root)
     spec = make_spec(model, dataset, profile, split, seed)
+    every = spec.train_config.eval_every
+    if not 0 < steps < spec.train_config.steps or steps % every:
+        raise ValueError(f"a snapshot is taken at a logged step before the end (a multiple of "
+                         f"{every:,} below {spec.train_config.steps:,}), not at {steps:,}")
     path = checkpoint_root(profile) / (spec.key + SNAPSHOT_SUFFIX.format(steps=steps))
     if (path / "model.pt").exists():
         return _load(spec, path)
@@ -518,18 +524,13 @@ def snapshot(model: str, dataset: str, profile: str, steps: int, seed: int = 0,
             f"profile {profile!r}: expected {path}. Train it with `python -m ood_lib.zoo.ensemble "
             f"--profile {profile}`.")
     t0 = time.time()
-    net, trained_in = train_partial(model, dataset, profile, steps, seed, data_root,
-                                    progress=progress)
-    log = pd.read_csv(trained_in / LOG_FILE)
+    net, trained_in, result = train_partial(model, dataset, profile, steps, seed, data_root,
+                                            progress=progress)
     full = checkpoint_root(profile) / spec.key
     if (full / "model.pt").exists():
-        _check_replay(log, pd.read_csv(full / LOG_FILE), full)
+        _check_replay(pd.read_csv(trained_in / LOG_FILE), pd.read_csv(full / LOG_FILE), full)
     path.mkdir(parents=True, exist_ok=True)
-    last = log.iloc[-1]
-    result = TrainResult(steps=int(last["step"]), n_skipped=int(last["n_skipped"]),
-                         wall_s=float(last["wall_s"]), cpu_s=float(last["cpu_s"]),
-                         log=log.to_dict("records"))
-    log.to_csv(path / LOG_FILE, index=False)
+    shutil.copy(trained_in / LOG_FILE, path / LOG_FILE)
     _save(spec, split, net, path, result, t0, samples=False)
     shutil.rmtree(trained_in)
     return _load(spec, path)
