@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,14 +81,19 @@ def cached(profile: str, name: str, key: dict[str, str],
             if stem != entry:  # a name-keyed entry: kept under its content name from now on
                 _save_entry(profile, entry, name, key, arrays)
             return arrays
+    t0 = time.perf_counter()
     arrays = compute()
-    _save_entry(profile, entry, name, key, arrays)
+    _save_entry(profile, entry, name, key, arrays, time.perf_counter() - t0)
     return arrays
 
 
 def _save_entry(profile: str, entry: str, label: str, key: dict[str, str],
-                arrays: dict[str, np.ndarray]) -> None:
-    results.save_arrays(profile, entry, **arrays, cache_label=np.array(label),
+                arrays: dict[str, np.ndarray], seconds: float | None = None) -> None:
+    """Save an entry with its key and label and, where it was computed here, the wall seconds
+    its computation took (``cache_seconds``: what a build spends on each model and set, read
+    by ``benchmarks/build_cache_time.py``; not part of the key)."""
+    timing = {} if seconds is None else {"cache_seconds": np.array(seconds)}
+    results.save_arrays(profile, entry, **arrays, cache_label=np.array(label), **timing,
                         **{f"cache_{k}": np.array(v) for k, v in key.items()})
 
 

@@ -82,6 +82,9 @@ def test_cache_is_shared_by_content_whatever_the_name(
     first = scoring.cached("smoke", "scores-glow-x-cifar10_test", key, compute("first"))
     again = scoring.cached("smoke", "intervention-glow-x-b2c453f0", key, compute("again"))
     assert calls == ["first"] and np.array_equal(first["bpd"], again["bpd"])
+    # the entry keeps the seconds its computation took, beside the key, never among the arrays
+    stored = results.load_arrays("smoke", scoring.cache_name(key))
+    assert float(stored["cache_seconds"]) >= 0 and set(first) == {"bpd"}
     other = scoring.cached("smoke", "scores-glow-x-cifar10_test", {**key, "images_sha256": "j" * 64},
                            compute("other"))
     assert calls == ["first", "other"] and not np.array_equal(other["bpd"], first["bpd"])
