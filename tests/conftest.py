@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from ood_lib import catalogue
 from ood_lib.models.glow import ActNorm
 from ood_lib.paths import PROJECT_ROOT
 
@@ -29,6 +30,17 @@ def data_root() -> Path:
     if not (root / "manifest.json").is_file():
         pytest.skip(f"no offline data root with a manifest.json at {root}")
     return root
+
+
+@pytest.fixture
+def build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data_root: Path) -> Path:
+    """A private build and checkpoints folder under ``tmp_path`` (``smoke`` models train
+    there), the offline data, and no ``--train-missing`` from the caller's environment."""
+    monkeypatch.setenv("OOD_BUILD_DIR", str(tmp_path / "build"))
+    monkeypatch.setenv("OOD_CHECKPOINTS", str(tmp_path / "checkpoints"))
+    monkeypatch.setenv("OOD_DATA_ROOT", str(data_root))
+    monkeypatch.delenv(catalogue.TRAIN_MISSING_ENV, raising=False)
+    return tmp_path
 
 
 @pytest.fixture

@@ -19,15 +19,6 @@ from ood_lib.zoo import background, ensemble, registry
 
 
 @pytest.fixture
-def build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data_root: Path) -> Path:
-    monkeypatch.setenv("OOD_BUILD_DIR", str(tmp_path / "build"))
-    monkeypatch.setenv("OOD_CHECKPOINTS", str(tmp_path / "checkpoints"))
-    monkeypatch.setenv("OOD_DATA_ROOT", str(data_root))
-    monkeypatch.delenv(catalogue.TRAIN_MISSING_ENV, raising=False)
-    return tmp_path
-
-
-@pytest.fixture
 def small_grid(monkeypatch: pytest.MonkeyPatch) -> None:
     """A 2 x 2 grid without extension: the rule as shipped, on fewer candidates."""
     monkeypatch.setattr(background, "MU_GRID", (0.1, 0.3))

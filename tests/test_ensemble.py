@@ -11,14 +11,6 @@ import pytest
 from ood_lib.zoo import ensemble, families, registry
 
 
-@pytest.fixture
-def build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data_root: Path) -> Path:
-    monkeypatch.setenv("OOD_BUILD_DIR", str(tmp_path / "build"))
-    monkeypatch.setenv("OOD_CHECKPOINTS", str(tmp_path / "checkpoints"))
-    monkeypatch.setenv("OOD_DATA_ROOT", str(data_root))
-    return tmp_path
-
-
 def test_the_cpu_cifar10_ensemble_is_shorter_and_the_others_are_not() -> None:
     cifar = ensemble.ensemble_for("cifar10", "cpu")
     assert cifar.seeds == (0, 1, 2) and cifar.steps is not None

@@ -17,14 +17,6 @@ from ood_lib.training.loop import TrainConfig, train
 from ood_lib.zoo import families, registry
 
 
-@pytest.fixture
-def build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data_root: Path) -> Path:
-    monkeypatch.setenv("OOD_BUILD_DIR", str(tmp_path / "build"))
-    monkeypatch.setenv("OOD_CHECKPOINTS", str(tmp_path / "checkpoints"))
-    monkeypatch.setenv("OOD_DATA_ROOT", str(data_root))
-    return tmp_path
-
-
 def test_key_depends_on_everything_that_sets_the_weights(data_root: Path) -> None:
     split = registry.training_split("fashion_mnist", "smoke", data_root)
     base = registry.make_spec("glow", "fashion_mnist", "smoke", split)
