@@ -51,6 +51,12 @@ class Ensemble:
     def full_budget(self) -> bool:
         return self.steps is None
 
+    @property
+    def trained_seeds(self) -> tuple[int, ...]:
+        """The seeds trained for the ensemble: all but 0 at the headline budget (member 0 is
+        the shipped model), all of them at a shorter one."""
+        return self.seeds[1:] if self.full_budget else self.seeds
+
 
 # Training set -> its ensemble, under the cpu profile (smoke and paper train every member to
 # the headline budget: see ensemble_for).
@@ -131,7 +137,7 @@ def companions(model: str, dataset: str, profile: str, data_root: str | Path | N
     trains it. A stale companion beside a retrained model is left out the same way."""
     has_background = model in background.FAMILIES and dataset in background.datasets(model)
     e = ensemble_for(dataset, profile) if model == ENSEMBLE_MODEL else None
-    seeds = e.seeds if e is not None and not e.full_budget else e.seeds[1:] if e else ()
+    seeds = e.trained_seeds if e is not None else ()
     if not has_background and not seeds:
         return Companions()
     own = registry.get(model, dataset, profile, data_root=data_root,
@@ -189,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     for dataset in args.dataset or list(ENSEMBLES):
         e = ensemble_for(dataset, args.profile)
-        for seed in e.seeds if not e.full_budget else e.seeds[1:]:
+        for seed in e.trained_seeds:
             trained = member(dataset, args.profile, seed, args.data_root, allow_training=True,
                              retrain=args.retrain)
             print(f"{trained.key} (seed {seed}, {trained.record['steps']:,} steps): final "
