@@ -234,6 +234,26 @@ def test_checksum_is_verified_once_per_file_version(
     assert len(calls) == 2
 
 
+def test_a_split_is_read_once_per_file_version_and_handed_out_as_copies(
+    tmp_root: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_root()
+    calls = []
+    real = store.read_npz
+    monkeypatch.setattr(store, "read_npz", lambda *a: calls.append(a) or real(*a))
+    first = store.load("mnist", "test", root)
+    first.x[:] = 0  # the caller's own arrays: the next load is not affected
+    second = store.load("mnist", "test", root)
+    assert len(calls) == 1
+    assert second.x.any() and not np.shares_memory(first.x, second.x)
+    np.testing.assert_array_equal(second.x, real(root / "mnist_test.npz", "mnist", None)["x"])
+    path = root / "mnist_test.npz"
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # "modified": read again
+    store.load("mnist", "test", root)
+    assert len(calls) == 2
+
+
 def test_missing_file_and_manifest(tmp_root: Callable[..., Path], tmp_path: Path) -> None:
     root = tmp_root()
     (root / "mnist_test.npz").unlink()
