@@ -21,11 +21,15 @@ class ConsoleStream:
     ``\\r`` updates). Anywhere else (CI logs, a pipe) text is written line by line and a bar
     leaves what it would leave on a terminal: its final state (a bar that erases itself,
     ``leave=False``, leaves nothing), plus its state every ``every`` seconds while it runs, so
-    that a long training shows its progress in a log too.
+    that a long training shows its progress in a log too. Every line of the kernel's starts
+    with ``prefix`` (the chapter's name, when chapters execute side by side and their lines
+    interleave; the runner's own messages name it already).
     """
 
-    def __init__(self, target: Any = None, tty: bool | None = None, every: float = 30.0) -> None:
+    def __init__(self, target: Any = None, tty: bool | None = None, every: float = 30.0,
+                 prefix: str = "") -> None:
         self.target = target if target is not None else sys.stderr
+        self.prefix = prefix  # before every line (chapters executing side by side)
         self.tty = self.target.isatty() if tty is None else tty
         self.every = every
         self.line = ""  # non-terminal: the current line since its last \r
@@ -60,7 +64,7 @@ class ConsoleStream:
 
     def _emit(self, line: str) -> None:
         if line.strip():
-            self.target.write(line.rstrip() + "\n")
+            self.target.write(self.prefix + line.rstrip() + "\n")
         self.line = self.shown = ""
         self.since = None
 

@@ -36,14 +36,16 @@ def project_env() -> dict[str, str]:
     return env
 
 
-def prepare_environment(root: Path = PROJECT_ROOT) -> None:
+def prepare_environment(root: Path = PROJECT_ROOT, threads: int | None = None) -> None:
     """Set what chapters need in ``os.environ`` (inherited by the kernels papermill starts).
 
     ``PYTHONPATH`` gets the project root and ``MPLBACKEND`` is ``Agg`` (headless). A kernelspec
     named ``python3`` that runs *this* interpreter is put first on ``JUPYTER_PATH``, so a
     user-wide ``python3`` kernelspec pointing at another Python cannot be picked up by mistake.
     Inside that kernel ``MPLBACKEND`` is matplotlib's inline backend: under ``Agg`` a
-    notebook's figures would silently be missing from its outputs.
+    notebook's figures would silently be missing from its outputs. ``threads``: the kernel's
+    ``OMP_NUM_THREADS`` (torch's threads), where chapters share the cores; one the user set
+    is kept.
     """
     from ipykernel.kernelspec import get_kernel_dict  # argv[0] is sys.executable
 
@@ -51,10 +53,16 @@ def prepare_environment(root: Path = PROJECT_ROOT) -> None:
     # the runner streams to the console) after warning "IProgress not found" once per chapter.
     warnings = [os.environ.get("PYTHONWARNINGS", ""), "ignore:IProgress not found"]
     env = {"MPLBACKEND": INLINE_BACKEND, "PYTHONWARNINGS": ",".join(filter(None, warnings))}
-    spec = get_kernel_dict() | {"env": env}
+    if threads and "OMP_NUM_THREADS" not in os.environ:
+        env["OMP_NUM_THREADS"] = str(threads)
+    spec = json.dumps(get_kernel_dict() | {"env": env}, indent=1)
     spec_dir = build_dir() / "jupyter" / "kernels" / KERNEL
     spec_dir.mkdir(parents=True, exist_ok=True)
-    (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=1))
+    path = spec_dir / "kernel.json"
+    if not path.is_file() or path.read_text() != spec:
+        tmp = path.with_name(f".kernel.{os.getpid()}.json")
+        tmp.write_text(spec)
+        tmp.replace(path)  # whole: a kernel starting now reads the old spec or the new
 
     def prepend(var: str, value: str) -> None:
         parts = [p for p in os.environ.get(var, "").split(os.pathsep) if p and p != value]
@@ -127,6 +135,7 @@ def execute_notebook(
     parameters: dict[str, Any],
     cwd: Path | None = None,
     console: ConsoleStream | None = None,
+    threads: int | None = None,
 ) -> float:
     """Execute the notebook ``source`` into ``output`` with papermill; return the wall time.
 
@@ -134,7 +143,7 @@ def execute_notebook(
     ``cwd`` (default: the folder of ``source``). While it runs the notebook is written to
     ``<name>.running.ipynb``; it becomes ``output`` only on success. Progress (the code cell
     being run, the kernel's stderr) goes to ``console`` (default: a :class:`ConsoleStream` on
-    ``sys.stderr``). On failure the partial
+    ``sys.stderr``); ``threads``: as :func:`prepare_environment`. On failure the partial
     notebook is kept as ``<name>.failed.ipynb``, any older ``output`` is removed (a failed
     chapter must never be published with stale outputs) and :class:`ChapterFailed` is raised.
     """
@@ -142,7 +151,7 @@ def execute_notebook(
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    prepare_environment()
+    prepare_environment(threads=threads)
     name = source.stem
     output.parent.mkdir(parents=True, exist_ok=True)
     running = output.with_name(f"{name}.running.ipynb")

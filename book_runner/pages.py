@@ -1,9 +1,15 @@
 """The book's pages: ``_toc.yml``, each page's source file, execution order and selection.
 
 A page is a toc entry; it is executed when it is a jupytext notebook (a ``.md`` with a
-jupytext header, or an ``.ipynb``) and copied otherwise. Pages marked ``book: {execute: last}``
-in their front matter run after every other chapter. Each executed page of profile ``P``
+jupytext header, or an ``.ipynb``) and copied otherwise. Each executed page of profile ``P``
 goes to ``_build/executed/P/<docname>.ipynb`` (:func:`executed_path`).
+
+Chapters share the content-keyed score cache, which any of them fills, but read no other
+chapter's saved results, so they may execute in any order, side by side. The pages that do
+read the others' results say so in their front matter: ``book: {execute: last}`` runs after
+every chapter not marked so (the scorecard), and ``book: {after: [10_scorecard]}`` after the
+pages it names as well (the at-a-glance page reads the scorecard's record).
+:func:`prerequisites` gives a page's, :func:`execution_order` an order that respects them.
 """
 
 from __future__ import annotations
@@ -20,19 +26,22 @@ from ood_lib.paths import PROJECT_ROOT, build_dir
 
 PAGE_SUFFIXES = (".md", ".ipynb")
 LAST = "last"  # front matter ``book: {execute: last}``: executed after every other chapter
+AFTER = "after"  # front matter ``book: {after: [names]}``: executed after the pages named
 
 
 @dataclass(frozen=True)
 class Page:
-    """One entry of ``_toc.yml``: its toc path, its source file, whether it is executed and
+    """One entry of ``_toc.yml``: its toc path, its source file, whether it is executed,
     whether it is executed after every other chapter (``last``: a page that reads the others'
-    results, such as the at-a-glance page; set by ``book: {execute: last}`` in its front
-    matter)."""
+    results, such as the scorecard; ``book: {execute: last}`` in its front matter) and the
+    short names of the pages whose results it reads besides (``after``: ``book: {after:
+    [...]}``)."""
 
     docname: str
     source: Path
     is_notebook: bool
     last: bool = False
+    after: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -99,8 +108,9 @@ def find_page(docname: str, root: Path = PROJECT_ROOT) -> Page:
         )
     header = front_matter(found) if found.suffix == ".md" else {}
     notebook = found.suffix == ".ipynb" or "jupytext" in header
-    last = notebook and (header.get("book") or {}).get("execute") == LAST
-    return Page(docname, found, notebook, last)
+    book = header.get("book") or {}
+    last = notebook and book.get("execute") == LAST
+    return Page(docname, found, notebook, last, tuple(book.get(AFTER, ())) if notebook else ())
 
 
 def read_pages(root: Path = PROJECT_ROOT) -> list[Page]:
@@ -108,17 +118,38 @@ def read_pages(root: Path = PROJECT_ROOT) -> list[Page]:
     return [find_page(docname, root) for docname in toc_docnames(read_toc(root))]
 
 
+def prerequisites(page: Page, pages: Sequence[Page]) -> list[Page]:
+    """The notebook pages of ``pages`` that ``page`` reads results of, so executes after: every
+    page not marked ``last`` if it is, and the pages its ``after`` names."""
+    notebooks = [p for p in pages if p.is_notebook and p != page]
+    unknown = set(page.after) - {p.name for p in notebooks}
+    if unknown:
+        raise BookError(f"{page.source}: book.after names {sorted(unknown)}, which are not "
+                        "chapters of _toc.yml")
+    return [p for p in notebooks if (page.last and not p.last) or p.name in page.after]
+
+
 def execution_order(pages: Sequence[Page]) -> list[Page]:
-    """The notebook pages in the order they execute: toc order, except that the pages marked
-    ``last`` run after every other one (they read what the others saved)."""
+    """The notebook pages in an order that runs each after its :func:`prerequisites`: toc
+    order, the pages marked ``last`` after the others, each ``after`` the pages it names."""
     notebooks = [page for page in pages if page.is_notebook]
-    return [page for page in notebooks if not page.last] + [p for p in notebooks if p.last]
+    order: list[Page] = []
+    waiting = [page for page in notebooks if not page.last] + [p for p in notebooks if p.last]
+    while waiting:
+        ready = next((p for p in waiting
+                      if all(q in order for q in prerequisites(p, notebooks))), None)
+        if ready is None:
+            raise BookError("the chapters' book.after entries form a cycle: "
+                            + ", ".join(p.name for p in waiting))
+        order.append(ready)
+        waiting.remove(ready)
+    return order
 
 
 def select(pages: Sequence[Page], names: Iterable[str]) -> list[Page]:
     """The notebook pages named by ``--chapter`` (short name or toc path), and every page
-    marked ``last`` (it reads the results the named ones save); all if none is named. In
-    :func:`execution_order`."""
+    marked ``last`` or ``after`` (it reads the results the named ones save); all if none is
+    named. In :func:`execution_order`."""
     names = list(names)
     notebooks = execution_order(pages)
     if not names:
@@ -131,7 +162,7 @@ def select(pages: Sequence[Page], names: Iterable[str]) -> list[Page]:
             + ", ".join(page.name for page in notebooks)
         )
     wanted = {known[name] for name in names}
-    return [page for page in notebooks if page in wanted or page.last]
+    return [page for page in notebooks if page in wanted or page.last or page.after]
 
 
 def executed_dir(profile: str) -> Path:

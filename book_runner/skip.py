@@ -17,17 +17,18 @@ successful execution under the same profile. Its inputs are named parts, each a 
                names and sizes of its files;
 - environment: the Python version and every installed distribution's name and version;
 - parameters:  profile, seed and data_root;
-- earlier:     the run ids of every chapter before it in execution order (_toc.yml's, with the
-               pages marked ``last`` at the end). A chapter reads what earlier
-               chapters saved (records, caches), so each successful execution gets a fresh run
-               id, and re-executing a chapter re-executes every later one. Simpler and safer
-               than tracking which records a chapter reads; the cost is at most a rerun of
-               the cheap chapters after a changed one.
+- earlier:     the run ids of the chapters whose saved results it reads
+               (:func:`book_runner.pages.prerequisites`: the scorecard reads every chapter's,
+               the at-a-glance page the scorecard's as well). Each successful execution gets a
+               fresh run id, so re-executing a chapter re-executes the pages that read it. The
+               other chapters share only the content-keyed score cache, whose entries are the
+               same whoever computes them, so they do not depend on one another.
 
 A chapter is skipped only if its executed notebook exists and every result file (*.json in
 the results folder) it wrote on that execution is still there, unchanged. Training a model
 during a cpu build (--train-missing) changes the manifest, so the next build executes every
-chapter once more; a failed chapter forgets its run id, so every later chapter runs again.
+chapter once more; a failed chapter forgets its run id, so it and the pages that read it run
+again.
 The parts are kept in ``timings.json`` (:mod:`book_runner.timings`).
 """
 
@@ -130,7 +131,7 @@ def shared_inputs(profile: str, parameters: dict[str, Any], data_root: Path,
 def chapter_inputs(page: Page, shared: dict[str, str], earlier_runs: Sequence[str | None]
                    ) -> dict[str, str]:
     """A chapter's input parts: ``shared``, its source file and the run ids of the chapters
-    before it (``None``: never executed successfully)."""
+    it reads (``None``: never executed successfully)."""
     runs = [(run or "never executed").encode() for run in earlier_runs]
     return {"source": file_sha256(page.source), **shared, "earlier": sha256_bytes(*runs)}
 

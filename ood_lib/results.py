@@ -9,12 +9,20 @@ recomputing. Three kinds, one function pair each:
   :mod:`ood_lib.records` (JSON on disk, every field checked on load);
 - ``save_json`` / ``load_json`` for a chapter's own bookkeeping that no other chapter reads;
 - ``save_arrays`` / ``load_arrays`` for per-image arrays (``.npz``, the score cache).
+
+Every file is written whole or not at all (a temporary file renamed over it), so a chapter
+executing beside another (``python -m book_runner --jobs 2``) never reads half a file; and
+:func:`lock` lets two such chapters that need the same cache entry compute it once.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -43,12 +51,39 @@ def _missing(path: Path, name: str, profile: str) -> MissingResultError:
     )
 
 
+def _replace(path: Path, write: Any) -> Path:
+    """Write ``path`` through ``write(temporary path)`` and an atomic rename: a reader sees the
+    old file or the new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+@contextmanager
+def lock(profile: str, name: str) -> Iterator[None]:
+    """Hold the exclusive lock of result ``name`` of ``profile`` (``flock`` on a file in the
+    results folder's ``locks/``) for the ``with`` block: of two processes that both want to
+    compute ``name``, one computes it while the other waits, then finds it saved."""
+    path = _path(profile, name, ".lock")
+    path = path.parent / "locks" / path.name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def save_json(profile: str, name: str, obj: dict[str, Any]) -> Path:
     """Save a dict of JSON values as ``<results>/<profile>/<name>.json``."""
-    path = _path(profile, name, ".json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=1, sort_keys=True, default=_to_json))
-    return path
+    text = json.dumps(obj, indent=1, sort_keys=True, default=_to_json)
+    return _replace(_path(profile, name, ".json"), lambda tmp: tmp.write_text(text))
 
 
 def load_json(profile: str, name: str) -> dict[str, Any]:
@@ -76,10 +111,7 @@ def load_record(profile: str, cls: type[R]) -> R:
 
 def save_arrays(profile: str, name: str, **arrays: np.ndarray) -> Path:
     """Save named arrays as ``<results>/<profile>/<name>.npz``."""
-    path = _path(profile, name, ".npz")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **arrays)
-    return path
+    return _replace(_path(profile, name, ".npz"), lambda tmp: np.savez(tmp, **arrays))
 
 
 def load_arrays(profile: str, name: str) -> dict[str, np.ndarray]:

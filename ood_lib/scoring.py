@@ -71,6 +71,23 @@ def cached(profile: str, name: str, key: dict[str, str],
     folder); an entry saved under ``name`` by the name-keyed cache before is adopted if the key
     stored with it matches."""
     entry = cache_name(key)
+    found = _lookup(profile, entry, name, key)
+    if found is not None:
+        return found
+    with results.lock(profile, entry):  # a chapter executing beside this one may compute it
+        found = _lookup(profile, entry, name, key)
+        if found is not None:
+            return found
+        t0 = time.perf_counter()
+        arrays = compute()
+        _save_entry(profile, entry, name, key, arrays, time.perf_counter() - t0)
+    return arrays
+
+
+def _lookup(profile: str, entry: str, name: str,
+            key: dict[str, str]) -> dict[str, np.ndarray] | None:
+    """The arrays of the cache entry ``entry`` (or of a name-keyed entry ``name`` saved before,
+    adopted under ``entry``) if its stored key is ``key``; else ``None``."""
     for stem in (entry, name):
         try:
             stored = results.load_arrays(profile, stem)
@@ -81,10 +98,7 @@ def cached(profile: str, name: str, key: dict[str, str],
             if stem != entry:  # a name-keyed entry: kept under its content name from now on
                 _save_entry(profile, entry, name, key, arrays)
             return arrays
-    t0 = time.perf_counter()
-    arrays = compute()
-    _save_entry(profile, entry, name, key, arrays, time.perf_counter() - t0)
-    return arrays
+    return None
 
 
 def _save_entry(profile: str, entry: str, label: str, key: dict[str, str],

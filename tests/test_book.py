@@ -8,6 +8,8 @@ import os
 import re
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -280,11 +282,13 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 
 def build(root: Path, *extra: str) -> list[str]:
-    """Run the runner on the tiny project (no HTML); the chapters it executed."""
+    """Run the runner on the tiny project (no HTML, one chapter at a time); the chapters it
+    executed, in order."""
     log = root / "executed.log"
     log.unlink(missing_ok=True)
     data = root.parent / "data"
-    assert cli.main(["--profile", "cpu", "--no-html", "--data-root", str(data), *extra],
+    assert cli.main(["--profile", "cpu", "--no-html", "--jobs", "1", "--data-root", str(data),
+                     *extra],
                     root=root) == 0
     return log.read_text().split() if log.exists() else []
 
@@ -307,7 +311,7 @@ def test_unchanged_chapters_are_skipped_and_force_executes_them(
 
 @pytest.mark.parametrize("change, executed", [
     ("source of the second", ["02_b"]),
-    ("source of the first", ["01_a", "02_b"]),  # an earlier chapter re-executes later ones
+    ("source of the first", ["01_a"]),  # chapters read no other chapter's results
     ("library", ["01_a", "02_b"]),
     ("new library file", ["01_a", "02_b"]),
     ("model manifest", ["01_a", "02_b"]),
@@ -315,7 +319,7 @@ def test_unchanged_chapters_are_skipped_and_force_executes_them(
     ("data manifest", ["01_a", "02_b"]),
     ("environment", ["01_a", "02_b"]),
     ("seed", ["01_a", "02_b"]),
-    ("record of the first deleted", ["01_a", "02_b"]),
+    ("record of the first deleted", ["01_a"]),
     ("executed notebook of the second deleted", ["02_b"]),
 ])
 def test_a_changed_input_re_executes_the_chapter(
@@ -350,7 +354,7 @@ def test_a_changed_input_re_executes_the_chapter(
     assert build(project, *extra) == []  # and then it is unchanged again
 
 
-def test_a_failed_chapter_re_executes_it_and_every_later_one(
+def test_a_failed_chapter_is_executed_again(
         project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert build(project) == ["01_a", "02_b"]
     working = execute.execute_notebook
@@ -363,7 +367,16 @@ def test_a_failed_chapter_re_executes_it_and_every_later_one(
                      "--data-root", str(project.parent / "data")], root=project) == 1
     assert "01_a" not in timings.read_timings("cpu")
     monkeypatch.setattr(execute, "execute_notebook", working)
-    assert build(project) == ["01_a", "02_b"]
+    assert build(project) == ["01_a"]
+
+
+def test_budget_report_holds_the_wall_time_against_the_budget_when_chapters_overlap() -> None:
+    lines, over = budget_report("cpu", {"01_a": 50.0, "02_b": 40.0}, budgets={},
+                                total_budget=60, wall=55.0)
+    assert "(sum)" in lines[-2] and "90.0 s" in lines[-2]
+    assert lines[-1].split()[:3] == ["total", "55.0", "s"] and over == []  # 90 s summed
+    assert "(sum)" not in "".join(budget_report("cpu", {"01_a": 50.0}, budgets={},
+                                                total_budget=60, wall=50.2)[0])
 
 
 def test_budget_report_lists_rows_in_toc_order_with_the_html_build_last() -> None:
@@ -413,15 +426,30 @@ def test_first_markdown_cell_check_can_fail(tmp_path: Path) -> None:
 # --- pages executed last --------------------------------------------------------------------
 
 
-def test_the_glance_page_runs_after_every_chapter_and_with_any_chapter() -> None:
+def test_the_scorecard_and_the_glance_page_run_after_every_chapter_and_with_any_chapter(
+) -> None:
     toc_pages = pages.read_pages()
     order = pages.execution_order(toc_pages)
-    glance = next(p for p in toc_pages if p.name == "00_at_a_glance")
-    assert glance.last and order[-1] == glance
-    assert [p.name for p in order[:-1]] == [
+    assert [p.name for p in order[-2:]] == ["10_scorecard", "00_at_a_glance"]
+    assert [p.name for p in order[:-2]] == [
         p.name for p in toc_pages if p.is_notebook and not p.last]
+    glance = order[-1]
+    assert [p.name for p in pages.prerequisites(glance, toc_pages)] == [
+        p.name for p in order[:-1]]
     assert [p.name for p in pages.select(toc_pages, ["03_phenomenon"])] == [
-        "03_phenomenon", "00_at_a_glance"]
+        "03_phenomenon", "10_scorecard", "00_at_a_glance"]
+
+
+def test_an_after_entry_orders_pages_and_a_cycle_is_an_error(tmp_path: Path) -> None:
+    def page(name: str, last: bool = False, after: tuple[str, ...] = ()) -> pages.Page:
+        return pages.Page(f"chapters/{name}", tmp_path / f"{name}.md", True, last, after)
+
+    a, z, y = page("01_a"), page("00_z", last=True, after=("02_y",)), page("02_y", last=True)
+    assert pages.execution_order([z, a, y]) == [a, y, z]
+    with pytest.raises(errors.BookError, match="not chapters of _toc.yml"):
+        pages.prerequisites(page("00_z", after=("09_nothing",)), [a])
+    with pytest.raises(errors.BookError, match="form a cycle"):
+        pages.execution_order([page("01_a", after=("02_b",)), page("02_b", after=("01_a",))])
 
 
 def test_a_last_page_re_executes_after_a_changed_chapter(project: Path) -> None:
@@ -435,3 +463,69 @@ def test_a_last_page_re_executes_after_a_changed_chapter(project: Path) -> None:
     assert build(project) == ["01_a", "02_b", "00_z"]
     assert build(project) == []
     assert build(project, "--chapter", "02_b", "--force") == ["02_b", "00_z"]
+
+
+def test_chapters_execute_side_by_side_and_a_last_page_after_them(
+        project: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """With --jobs 2 the two chapters run at once, the longest expected first, each kernel
+    with the cores shared out; the page marked last starts once both are done."""
+    write_chapter(project / "chapters", "00_z", "x = 1")
+    text = (project / "chapters" / "00_z.md").read_text()
+    (project / "chapters" / "00_z.md").write_text(
+        text.replace("kernelspec:", "book:\n  execute: last\nkernelspec:", 1))
+    (project / "_toc.yml").write_text(
+        "format: jb-book\nroot: chapters/intro\nchapters:\n  - file: chapters/00_z\n"
+        "  - file: chapters/01_a\n  - file: chapters/02_b\n")
+    monkeypatch.setattr(cli.os, "cpu_count", lambda: 4)
+    both = threading.Barrier(2, timeout=10)  # passes only if 01_a and 02_b run at once
+    events: list[tuple[str, str, int | None]] = []
+    lock = threading.Lock()
+
+    def side_by_side(source: Path, output: Path, parameters: dict, **kw: object) -> float:
+        with lock:
+            events.append(("start", source.stem, kw.get("threads")))
+        if source.stem != "00_z":
+            both.wait()
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text("{}")
+        with lock:
+            events.append(("end", source.stem, None))
+        return 1.0 if source.stem == "01_a" else 2.0
+
+    monkeypatch.setattr(execute, "execute_notebook", side_by_side)
+    data = str(project.parent / "data")
+    assert cli.main(["--profile", "cpu", "--no-html", "--jobs", "2", "--data-root", data],
+                    root=project) == 0
+    assert {e[2] for e in events if e[0] == "start" and e[1] != "00_z"} == {2}  # 4 cores / 2
+    assert events[-2:] == [("start", "00_z", 2), ("end", "00_z", None)]
+    # the next build expects 02_b to be the longer (2 s against 1 s): it starts first
+    capsys.readouterr()
+    assert cli.main(["--profile", "cpu", "--no-html", "--jobs", "2", "--force",
+                     "--data-root", data], root=project) == 0
+    started = re.findall(r"executing (\w+)", capsys.readouterr().out)
+    assert started == ["02_b", "01_a", "00_z"]
+
+
+def test_after_a_failure_no_chapter_starts_and_the_running_ones_finish(
+        project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (project / "_toc.yml").write_text(
+        "format: jb-book\nroot: chapters/intro\nchapters:\n  - file: chapters/01_a\n"
+        "  - file: chapters/02_b\n  - file: chapters/03_c\n")
+    write_chapter(project / "chapters", "03_c", "x = 1")
+    started: list[str] = []
+
+    def first_fails(source: Path, output: Path, parameters: dict, **_: object) -> float:
+        started.append(source.stem)
+        if source.stem == "01_a":
+            raise errors.ChapterFailed("chapter '01_a' failed")
+        time.sleep(0.2)  # 02_b still runs when 01_a fails
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text("{}")
+        return 0.2
+
+    monkeypatch.setattr(execute, "execute_notebook", first_fails)
+    assert cli.main(["--profile", "cpu", "--no-html", "--jobs", "2",
+                     "--data-root", str(project.parent / "data")], root=project) == 1
+    assert sorted(started) == ["01_a", "02_b"]
+    assert set(timings.read_timings("cpu")) == {"02_b"}

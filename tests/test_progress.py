@@ -41,6 +41,16 @@ def test_log_keeps_the_final_state_of_each_bar_only() -> None:
     ]
 
 
+def test_side_by_side_each_kernel_line_carries_its_chapter() -> None:
+    out = io.StringIO()
+    console = ConsoleStream(out, tty=False, prefix="[03_x] ")
+    console.message("[book] 03_x: cell 1/2: x = 1")
+    bar(console, "eval", 2)
+    console.write("a warning\n")
+    assert out.getvalue().splitlines() == [
+        "[book] 03_x: cell 1/2: x = 1", "[03_x] eval: 2/2", "[03_x] a warning"]
+
+
 def test_log_shows_a_long_bar_now_and_then() -> None:
     out, console = stream(tty=False, every=0.0)
     bar(console, "train", 3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -108,3 +109,54 @@ def test_finite_mean_counts_infinite_scores() -> None:
     assert scoring.finite_mean(np.array([1.0, 3.0])) == (2.0, 0)
     with pytest.raises(ValueError, match="NaN"):
         scoring.finite_mean(np.array([1.0, np.nan]))
+
+
+def test_an_entry_wanted_by_two_processes_at_once_is_computed_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two chapters executing side by side (``book_runner --jobs 2``) that need one entry: the
+    second waits on the entry's lock while the first computes, then reads what it saved.
+    (Threads here: each ``flock`` is on its own open file, so they exclude each other as two
+    processes do.)"""
+    monkeypatch.setenv("OOD_BUILD_DIR", str(tmp_path / "build"))
+    key = {"checkpoint_sha256": "c" * 64, "images_sha256": "i" * 64, "scorer_version": "3"}
+    started, release = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def slow() -> dict[str, np.ndarray]:
+        calls.append("first")
+        started.set()
+        assert release.wait(10)
+        return {"bpd": np.array([1.0, 2.0])}
+
+    got: dict[str, dict[str, np.ndarray]] = {}
+    first = threading.Thread(target=lambda: got.update(first=scoring.cached("smoke", "a", key, slow)))
+    first.start()
+    assert started.wait(10)
+    second = threading.Thread(target=lambda: got.update(second=scoring.cached(
+        "smoke", "b", key, lambda: calls.append("second") or {"bpd": np.array([9.0])})))
+    second.start()
+    second.join(0.5)
+    assert second.is_alive()  # waiting for the lock, not computing
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert calls == ["first"]
+    assert np.array_equal(got["second"]["bpd"], [1.0, 2.0])
+
+
+def test_a_result_file_is_replaced_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A save that fails midway leaves the previous file as it was and no temporary file."""
+    monkeypatch.setenv("OOD_BUILD_DIR", str(tmp_path / "build"))
+    results.save_arrays("smoke", "x", a=np.arange(3))
+
+    def disk_full(path: Path, **_: np.ndarray) -> None:
+        Path(path).write_bytes(b"PK half a zip")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(results.np, "savez", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        results.save_arrays("smoke", "x", a=np.arange(4))
+    monkeypatch.undo()
+    monkeypatch.setenv("OOD_BUILD_DIR", str(tmp_path / "build"))
+    assert np.array_equal(results.load_arrays("smoke", "x")["a"], np.arange(3))
+    assert [p.name for p in results.results_dir("smoke").iterdir()] == ["x.npz"]
