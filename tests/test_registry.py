@@ -84,6 +84,9 @@ def test_a_short_run_is_the_start_of_the_full_run(build: Path) -> None:
         assert torch.equal(a, b)
 
 
+CMD = "python -m the-caller's-command"
+
+
 @pytest.mark.slow
 def test_a_snapshot_is_the_shipped_run_at_that_step(build: Path) -> None:
     """snapshot() keeps a run's weights at a step as a checkpoint of its own: the weights of
@@ -92,7 +95,7 @@ def test_a_snapshot_is_the_shipped_run_at_that_step(build: Path) -> None:
     full = registry.get("glow", "notmnist", "smoke", progress=False)
     steps = families.train_config("glow", "notmnist", "smoke").eval_every
     assert steps < full.record["steps"]
-    snap = registry.snapshot("glow", "notmnist", "smoke", steps, progress=False)
+    snap = registry.snapshot("glow", "notmnist", "smoke", steps, CMD, progress=False)
     assert snap.key == full.key + f".step{steps}" and snap.record["steps"] == steps
     assert snap.record["sha256"] != full.record["sha256"]
     assert list(snap.log["step"])[-1] == steps
@@ -101,7 +104,7 @@ def test_a_snapshot_is_the_shipped_run_at_that_step(build: Path) -> None:
     # only the weights are kept: no resumable state, no training folder beside it
     assert not (snap.path / "train_state.pt").exists()
     assert not full.path.with_name(full.key + registry.SHORT_RUN_SUFFIX).exists()
-    again = registry.snapshot("glow", "notmnist", "smoke", steps, allow_training=False)
+    again = registry.snapshot("glow", "notmnist", "smoke", steps, CMD, allow_training=False)
     assert again.record["sha256"] == snap.record["sha256"]
     # a replay that does not reproduce the shipped log is another run: refused
     log = full.log.copy()
@@ -109,12 +112,20 @@ def test_a_snapshot_is_the_shipped_run_at_that_step(build: Path) -> None:
     log.to_csv(full.path / "log.csv", index=False)
     with pytest.raises(registry.CheckpointError, match="differs from its shipped log"):
         registry.snapshot("glow", "notmnist", "smoke", steps + families.train_config(
-            "glow", "notmnist", "smoke").eval_every, progress=False)
-    with pytest.raises(registry.CheckpointError, match="ood_lib.zoo.ensemble"):
-        registry.snapshot("glow", "notmnist", "smoke", 2 * steps, allow_training=False)
+            "glow", "notmnist", "smoke").eval_every, CMD, progress=False)
+    with pytest.raises(registry.CheckpointError, match=f"Train it with `{CMD}`"):
+        registry.snapshot("glow", "notmnist", "smoke", 2 * steps, CMD, allow_training=False)
     for unlogged in (steps + 1, full.record["steps"]):  # no log row, or the end itself
         with pytest.raises(ValueError, match="logged step before the end"):
-            registry.snapshot("glow", "notmnist", "smoke", unlogged)
+            registry.snapshot("glow", "notmnist", "smoke", unlogged, CMD)
+    # retrain: deleted and trained again (a replay on this machine: the same weights)
+    log.loc[0, "train_bpd"] -= 1e-6
+    full.log.to_csv(full.path / "log.csv", index=False)
+    (snap.path / "left by the first").write_text("")
+    retrained = registry.snapshot("glow", "notmnist", "smoke", steps, CMD, retrain=True,
+                                  progress=False)
+    assert retrained.record["sha256"] == snap.record["sha256"]
+    assert not (retrained.path / "left by the first").exists()
 
 
 @pytest.mark.slow

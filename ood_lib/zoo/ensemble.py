@@ -82,15 +82,18 @@ def headline_seeds(dataset: str, profile: str, seed: int = 0) -> tuple[int, ...]
 
 def member(dataset: str, profile: str, seed: int, data_root: str | Path | None = None,
            allow_training: bool | None = None, retrain: bool = False) -> TrainedModel:
-    """One member of ``dataset``'s ensemble: the Glow of ``seed`` at the ensemble's budget."""
+    """One member of ``dataset``'s ensemble: the Glow of ``seed`` at the ensemble's budget
+    (``retrain``: delete it and train it again)."""
     e = ensemble_for(dataset, profile)
     if e is None or seed not in e.seeds:
         raise ValueError(f"no WAIC ensemble member with seed {seed} for {dataset!r}")
     if e.full_budget:
         return registry.get(ENSEMBLE_MODEL, dataset, profile, seed=seed, data_root=data_root,
                             allow_training=allow_training, retrain=retrain, progress=False)
-    return registry.snapshot(ENSEMBLE_MODEL, dataset, profile, e.steps, seed=seed,
-                             data_root=data_root, allow_training=allow_training, progress=False)
+    return registry.snapshot(ENSEMBLE_MODEL, dataset, profile, e.steps,
+                             _member_command(dataset, profile, seed), seed=seed,
+                             data_root=data_root, allow_training=allow_training,
+                             retrain=retrain, progress=False)
 
 
 @dataclass(frozen=True)

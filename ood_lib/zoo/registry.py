@@ -493,9 +493,9 @@ SNAPSHOT_SUFFIX = ".step{steps}"
 _REPLAYED = ("step", "epoch", "train_bpd", "lr", "grad_norm", "n_skipped")
 
 
-def snapshot(model: str, dataset: str, profile: str, steps: int, seed: int = 0,
+def snapshot(model: str, dataset: str, profile: str, steps: int, command: str, seed: int = 0,
              data_root: str | Path | None = None, allow_training: bool | None = None,
-             progress: bool = True) -> TrainedModel:
+             retrain: bool = False, progress: bool = True) -> TrainedModel:
     """The run of :func:`get` (``model`` on ``dataset``, ``seed``) as it was at step ``steps``,
     kept as a checkpoint of its own in ``<key>.step<steps>``: weights, log to that step and a
     record whose ``steps``, times and ``final_bpd`` are the run's at that step. A WAIC
@@ -507,7 +507,11 @@ def snapshot(model: str, dataset: str, profile: str, steps: int, seed: int = 0,
     run is shipped, the snapshot replays its first ``steps`` steps, and its log must equal the
     shipped log on every step both logged (losses, learning rate, gradient norm: all but times
     and thread counts), or :class:`CheckpointError`: a replay on another thread count or
-    machine rounds differently and is a different run."""
+    machine rounds differently and is a different run.
+
+    ``command``: what trains the snapshot, named by the error when it is missing and training
+    is not allowed (the caller's command line, e.g. the ensemble's); ``retrain``: delete the
+    snapshot and train it again."""
     split = training_split(dataset, profile, data_root)
     spec = make_spec(model, dataset, profile, split, seed)
     every = spec.train_config.eval_every
@@ -515,20 +519,25 @@ def snapshot(model: str, dataset: str, profile: str, steps: int, seed: int = 0,
         raise ValueError(f"a snapshot is taken at a logged step before the end (a multiple of "
                          f"{every:,} below {spec.train_config.steps:,}), not at {steps:,}")
     path = checkpoint_root(profile) / (spec.key + SNAPSHOT_SUFFIX.format(steps=steps))
+    if retrain and path.exists():
+        shutil.rmtree(path)
     if (path / "model.pt").exists():
         return _load(spec, path)
     allowed = training_allowed(profile) if allow_training is None else allow_training
     if not allowed:
         raise CheckpointError(
             f"no snapshot of {model!r} on {dataset!r} (seed {seed}) at step {steps:,} under "
-            f"profile {profile!r}: expected {path}. Train it with `python -m ood_lib.zoo.ensemble "
-            f"--profile {profile}`.")
+            f"profile {profile!r}: expected {path}. Train it with `{command}`.")
     t0 = time.time()
     net, trained_in, result = train_partial(model, dataset, profile, steps, seed, data_root,
                                             progress=progress)
     full = checkpoint_root(profile) / spec.key
     if (full / "model.pt").exists():
-        _check_replay(pd.read_csv(trained_in / LOG_FILE), pd.read_csv(full / LOG_FILE), full)
+        try:
+            _check_replay(pd.read_csv(trained_in / LOG_FILE), pd.read_csv(full / LOG_FILE), full)
+        except CheckpointError:
+            shutil.rmtree(trained_in)  # another run's weights: of no use to any snapshot
+            raise
     path.mkdir(parents=True, exist_ok=True)
     shutil.copy(trained_in / LOG_FILE, path / LOG_FILE)
     _save(spec, split, net, path, result, t0, samples=False)
