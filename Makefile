@@ -1,7 +1,8 @@
 # Entry points of the executable study. `make book` and `make test` do all the set-up a fresh
 # machine needs: a virtualenv in .venv with requirements.txt, reinstalled when that file changes.
 #
-#   make book [PROFILE=smoke|cpu|paper] [DATA_ROOT=path]   execute every chapter, build the HTML
+#   make book [PROFILE=smoke|cpu|paper] [DATA_ROOT=path] [JOBS=n]   execute every chapter (JOBS
+#                      side by side; default 2 for cpu/paper on 2+ cores), build the HTML
 #   make test          lint, wheel check, unit tests, smoke build of the book, browser test
 #   make test-fast     lint and the tests not marked slow, ddp or browser (under 2 minutes)
 #   make browser       the browser test alone, on the last build (_build/html)
@@ -20,6 +21,7 @@ DATA_ROOT ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.requirements.stamp
 DATA_ARG := $(if $(DATA_ROOT),--data-root "$(DATA_ROOT)")
+JOBS_ARG := $(if $(JOBS),--jobs $(JOBS))
 BOOK := $(BIN)/python -m book_runner
 
 .PHONY: book smoke test test-fast wheel-check lint browser clean venv retrain bench
@@ -34,7 +36,7 @@ $(STAMP): requirements.txt
 	touch $@
 
 book: $(STAMP)
-	$(BOOK) --profile $(PROFILE) $(DATA_ARG)
+	$(BOOK) --profile $(PROFILE) $(DATA_ARG) $(JOBS_ARG)
 
 smoke: $(STAMP)
 	$(BOOK) --profile smoke $(DATA_ARG)
