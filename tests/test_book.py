@@ -468,7 +468,8 @@ def test_an_after_entry_orders_pages_and_a_cycle_is_an_error(tmp_path: Path) -> 
         pages.execution_order([page("01_a", after=("02_b",)), page("02_b", after=("01_a",))])
 
 
-def test_a_last_page_re_executes_after_a_changed_chapter(project: Path) -> None:
+def add_last_page(project: Path) -> None:
+    """Give the tiny project a page ``00_z`` marked last, first in its toc."""
     write_chapter(project / "chapters", "00_z", "x = 1")
     text = (project / "chapters" / "00_z.md").read_text()
     (project / "chapters" / "00_z.md").write_text(
@@ -476,6 +477,10 @@ def test_a_last_page_re_executes_after_a_changed_chapter(project: Path) -> None:
     (project / "_toc.yml").write_text(
         "format: jb-book\nroot: chapters/intro\nchapters:\n  - file: chapters/00_z\n"
         "  - file: chapters/01_a\n  - file: chapters/02_b\n")
+
+
+def test_a_last_page_re_executes_after_a_changed_chapter(project: Path) -> None:
+    add_last_page(project)
     assert build(project) == ["01_a", "02_b", "00_z"]
     assert build(project) == []
     assert build(project, "--chapter", "02_b", "--force") == ["02_b", "00_z"]
@@ -486,13 +491,7 @@ def test_chapters_execute_side_by_side_and_a_last_page_after_them(
         capsys: pytest.CaptureFixture[str]) -> None:
     """With --jobs 2 the two chapters run at once, the longest expected first, each kernel
     with the cores shared out; the page marked last starts once both are done."""
-    write_chapter(project / "chapters", "00_z", "x = 1")
-    text = (project / "chapters" / "00_z.md").read_text()
-    (project / "chapters" / "00_z.md").write_text(
-        text.replace("kernelspec:", "book:\n  execute: last\nkernelspec:", 1))
-    (project / "_toc.yml").write_text(
-        "format: jb-book\nroot: chapters/intro\nchapters:\n  - file: chapters/00_z\n"
-        "  - file: chapters/01_a\n  - file: chapters/02_b\n")
+    add_last_page(project)
     monkeypatch.setattr(cli.os, "cpu_count", lambda: 4)
     both = threading.Barrier(2, timeout=10)  # passes only if 01_a and 02_b run at once
     events: list[tuple[str, str, int | None]] = []
