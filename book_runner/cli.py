@@ -123,6 +123,7 @@ def execute_chapters(chosen: Sequence[Page], pages: Sequence[Page], profile: str
     notebooks = execution_order(pages)
     waiting = [page for page in notebooks if page in chosen]
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+    execute.prepare_environment(threads=threads)  # once, before any kernel starts
 
     def run(page: Page) -> tuple[float, dict[str, tuple[int, int]]]:
         before = skip.results_snapshot(profile)

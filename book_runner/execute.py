@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -60,7 +61,7 @@ def prepare_environment(root: Path = PROJECT_ROOT, threads: int | None = None) -
     spec_dir.mkdir(parents=True, exist_ok=True)
     path = spec_dir / "kernel.json"
     if not path.is_file() or path.read_text() != spec:
-        tmp = path.with_name(f".kernel.{os.getpid()}.json")
+        tmp = path.with_name(f".kernel.{os.getpid()}.{threading.get_ident()}.json")
         tmp.write_text(spec)
         tmp.replace(path)  # whole: a kernel starting now reads the old spec or the new
 

@@ -294,6 +294,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         return 0.5
 
     monkeypatch.setattr(execute, "execute_notebook", fake_execute)
+    monkeypatch.setattr(execute, "prepare_environment", lambda **_: None)  # no kernel here
     yield root
 
 
