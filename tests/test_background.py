@@ -88,22 +88,27 @@ def test_the_choice_and_its_edge() -> None:
 
 def test_the_shipped_glow_choices_still_load_as_the_old_rule() -> None:
     """The Glow backgrounds chosen before this rule keep loading, in the new record's shape,
-    flagged as the old rule, stale where their foreground has been replaced."""
+    flagged as the old rule, stale where their foreground has been replaced; a training set
+    whose Glow background has been chosen by this rule since reports that choice instead."""
     root = paths.checkpoints_dir()
     for dataset in ("cifar10", "fashion_mnist", "notmnist"):
         raw = json.loads((root / f"background-{dataset}.json").read_text())
-        record = background.selection("glow", dataset, "cpu")
+        record = background.old_selection(dataset, "cpu")
         assert record["rule"] == background.OLD_RULE
         assert record["choice"]["mu"] == raw["mu"] and record["choice"]["l2"] == 0.0
         assert [c["validation_auroc"] for c in record["grid"]] == [
             c["validation_auroc"] for c in raw["grid"]]
+        if background.selection_path("glow", dataset, "cpu").exists():  # this rule's since
+            assert background.selection("glow", dataset, "cpu")["rule"] != background.OLD_RULE
+            continue
+        assert background.selection("glow", dataset, "cpu") == record
         line = background.status("glow", dataset, "cpu", raw["foreground"])
         assert "old rule" in line and "stale" not in line
         assert "stale" in background.status("glow", dataset, "cpu", "glow-other")
     # CIFAR-10's old choice, mu = 0.2 of {0.1, 0.2, 0.3}, is inside its grid; Fashion-MNIST's
     # 0.3 is on the edge, which the old rule did not extend
-    assert background.selection("glow", "cifar10", "cpu")["edge"] is None
-    assert background.selection("glow", "fashion_mnist", "cpu")["edge"] == {
+    assert background.old_selection("cifar10", "cpu")["edge"] is None
+    assert background.old_selection("fashion_mnist", "cpu")["edge"] == {
         "side": "upper", "extend_mu": None}
 
 
