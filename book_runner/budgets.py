@@ -19,27 +19,28 @@ HTML_ROW = "(HTML build)"  # the row of the jupyter-book build in the timings an
 # side by side on one thread each (`--jobs 2`, the cpu default on 2 cores), so the rows add up
 # to more than the build: scheduled as the runner schedules them (the longest first, the
 # scorecard and the at-a-glance page after the rest, then the HTML) they fill the 12 minutes
-# of BUDGET_S (tests/test_book.py checks it). Measured on the last sequential fresh build
-# (2 threads, 2311cf8, 23:35 in all) -> budget:
-#   09_remedies        508 -> 480  every remedy on every family and pair; the longest, so first
-#   08_families        331 -> 330  scores the PixelCNNs and VAEs (the VAE runs near the peak)
-#   03_phenomenon      216 -> 200  scores every set under the Glows and their seeds
-#   06_second_order    190 -> 190  Hessians and intervention sweeps
-#   05_constant_volume  59 ->  60  scores the constant-volume Glows
-#   01_data             35 ->  25  loads and summarises the data sets
-#   07_explanations     20 ->  25
-#   04_decomposition    18 ->  15  reads the score cache
-#   02_glow             14 ->  15  plots shipped training logs, draws samples
-#   10_scorecard         7 ->  10  reads the records (after every chapter)
-#   00_at_a_glance       9 ->  10  reads three records, draws one figure (after the scorecard)
-#   (HTML build)         8 ->  10  jupyter-book on the executed notebooks
+# of BUDGET_S (tests/test_book.py checks it). Measured on a fresh clone of c5d5920 (2-core AMD
+# EPYC Zen 4, two at a time, 10:56 in all; the machines of this kind differ up to 2x, and an
+# earlier one took 21:42 for the same build) -> budget:
+#   09_remedies        641 -> 660  every remedy on every family and pair; the longest, so first
+#   08_families        316 -> 330  scores the PixelCNNs and VAEs (the VAE runs near the peak)
+#   06_second_order    161 -> 170  Hessians and intervention sweeps
+#   03_phenomenon      110 -> 120  scores every set under the Glows and their seeds
+#   01_data             13 ->  15  loads and summarises the data sets
+#   07_explanations     13 ->  15
+#   04_decomposition    12 ->  15  reads the score cache
+#   05_constant_volume  10 ->  15  scores the constant-volume Glows
+#   02_glow              9 ->  10  plots shipped training logs, draws samples
+#   00_at_a_glance       5 ->  10  reads three records, draws one figure (after the scorecard)
+#   10_scorecard         4 ->  10  reads the records (after every chapter)
+#   (HTML build)         4 ->  10  jupyter-book on the executed notebooks
 # A chapter over its budget is flagged at the end of every run (print_summary), so that a
 # chapter that grows has to take its time from another row of this table, not from the total.
 CHAPTER_BUDGET_S: dict[str, dict[str, float]] = {
     "cpu": {
-        "01_data": 25, "02_glow": 15, "03_phenomenon": 200, "04_decomposition": 15,
-        "05_constant_volume": 60, "06_second_order": 190, "07_explanations": 25,
-        "08_families": 330, "09_remedies": 480, "10_scorecard": 10, "00_at_a_glance": 10,
+        "01_data": 15, "02_glow": 10, "03_phenomenon": 120, "04_decomposition": 15,
+        "05_constant_volume": 15, "06_second_order": 170, "07_explanations": 15,
+        "08_families": 330, "09_remedies": 660, "10_scorecard": 10, "00_at_a_glance": 10,
         HTML_ROW: 10,
     },
     # smoke: the whole build's budget only (its chapters' times are dominated by kernel starts

@@ -109,7 +109,8 @@ def execute_chapters(chosen: Sequence[Page], pages: Sequence[Page], profile: str
     """Execute the ``chosen`` notebook pages, up to ``jobs`` at a time, each once its
     :func:`~book_runner.pages.prerequisites` are done, the longest expected
     (:func:`expected_seconds`) first; skip each whose inputs are unchanged
-    (:func:`~book_runner.skip.reasons_to_execute`; never with ``force``). The wall times of
+    (:func:`~book_runner.skip.reasons_to_execute`; never with ``force``), and leave out each
+    whose prerequisites have never executed successfully. The wall times of
     the executed ones go to ``times``, the names of the skipped ones to ``skipped`` (filled as
     it goes, so that a failure still leaves the summary). ``resolved_data_root``: the root
     ``parameters["data_root"]`` resolves to. After a failure no other chapter starts; those
@@ -146,6 +147,12 @@ def execute_chapters(chosen: Sequence[Page], pages: Sequence[Page], profile: str
                 if len(running) >= jobs:
                     break
                 waiting.remove(page)
+                never = [p.name for p in prerequisites(page, notebooks) if runs.get(p.name) is None]
+                if never:  # e.g. --chapter X on a fresh clone: the scorecard has nothing to read
+                    print(f"[book] {page.name}: not executed, it reads the results of "
+                          f"{', '.join(never)}, never executed successfully for profile "
+                          f"{profile!r} (build the whole book first)", flush=True)
+                    continue
                 inputs = skip.chapter_inputs(
                     page, shared, [runs.get(p.name) for p in prerequisites(page, notebooks)])
                 reasons = ["--force"] if force else skip.reasons_to_execute(

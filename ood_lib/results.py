@@ -21,6 +21,8 @@ import argparse
 import fcntl
 import json
 import os
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -68,12 +70,19 @@ def _replace(path: Path, write: Any) -> Path:
 def lock(profile: str, name: str) -> Iterator[None]:
     """Hold the exclusive lock of result ``name`` of ``profile`` (``flock`` on a file in the
     results folder's ``locks/``) for the ``with`` block: of two processes that both want to
-    compute ``name``, one computes it while the other waits, then finds it saved."""
+    compute ``name``, one computes it while the other waits, then finds it saved. A wait is
+    printed to stderr with its length (side by side, the time a chapter spent idle)."""
     path = _path(profile, name, ".lock")
     path = path.parent / "locks" / path.name
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            t0 = time.perf_counter()
+            fcntl.flock(f, fcntl.LOCK_EX)
+            print(f"waited {time.perf_counter() - t0:.1f} s for {name} (another process held "
+                  "its lock)", file=sys.stderr, flush=True)
         try:
             yield
         finally:

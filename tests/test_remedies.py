@@ -244,15 +244,21 @@ def test_complexity_account_by_hand() -> None:
 
 
 def test_inversion_reading_by_hand() -> None:
-    """Foreground falls 1.0 and 2.0 bits/dim, the background 0.5 and 0.5: it cancels 25% to
-    50%; one of the two OOD sets is inverted."""
-    table = pd.DataFrame({"set": ["A", "B", "C"], "role": ["val (in)", "val (OOD)", "test (OOD)"],
-                          "foreground bpd": [4.0, 3.0, 2.0], "background bpd": [5.0, 4.5, 4.5],
-                          "AUROC against A": [0.5, 0.4, 0.7]})
+    """Foreground falls 1.0 and 2.0 bits/dim, the background 0.5 and 2.5: it matches 50% and
+    125%; the second OOD set is inverted; a rise is named as one."""
+    table = pd.DataFrame({"set": ["A", "B", "C", "D"],
+                          "role": ["val (in)", "val (OOD)", "test (OOD)", "test (OOD)"],
+                          "foreground bpd": [4.0, 3.0, 2.0, 4.5],
+                          "background bpd": [5.0, 4.5, 2.5, 5.25],
+                          "AUROC against A": [0.5, 0.7, 0.4, 0.9]})
     text = remedies.inversion_reading(table)
-    assert "fall by 1.00 to 2.00, the background's by 0.50 to 0.50:" in text
-    assert "cancels 25% to 50%" in text and "1 of the 2 OOD sets" in text
-    assert "0.400 (B), 0.700 (C)" in text and "rise" not in text
+    assert ("to B the foreground's bits/dim falls by 1.00, the background's falls by 0.50 (50% "
+            "of the foreground's fall), and the ratio's AUROC is 0.700;") in text
+    assert ("to C the foreground's bits/dim falls by 2.00, the background's falls by 2.50 "
+            "(125%") in text
+    assert "0.400 (inverted)" in text and "0.700 (inverted)" not in text
+    assert "to D the foreground's bits/dim rises by 0.50, the background's rises by 0.25, and" in text
+    assert "ranks 1 of the 3 OOD sets" in text
 
 
 # --- density of states ----------------------------------------------------------------------

@@ -112,9 +112,10 @@ def test_finite_mean_counts_infinite_scores() -> None:
 
 
 def test_an_entry_wanted_by_two_processes_at_once_is_computed_once(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """Two chapters executing side by side (``book_runner --jobs 2``) that need one entry: the
-    second waits on the entry's lock while the first computes, then reads what it saved.
+    second waits on the entry's lock while the first computes, then reads what it saved, and
+    says how long it waited.
     (Threads here: each ``flock`` is on its own open file, so they exclude each other as two
     processes do.)"""
     monkeypatch.setenv("OOD_BUILD_DIR", str(tmp_path / "build"))
@@ -142,6 +143,8 @@ def test_an_entry_wanted_by_two_processes_at_once_is_computed_once(
     second.join(10)
     assert calls == ["first"]
     assert np.array_equal(got["second"]["bpd"], [1.0, 2.0])
+    waits = [line for line in capsys.readouterr().err.splitlines() if line.startswith("waited")]
+    assert len(waits) == 1 and scoring.cache_name(key) in waits[0]
 
 
 def test_a_result_file_is_replaced_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

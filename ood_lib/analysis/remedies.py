@@ -241,25 +241,25 @@ def inversion_table(fg: TrainedModel, bg: TrainedModel, sets: Sequence[EvalSet],
 
 
 def inversion_reading(inversion: pd.DataFrame) -> str:
-    """What an :func:`inversion_table` shows, in words: how far the foreground's and the
-    background's bits/dim fall from the first set (the in-distribution reference) to the OOD
-    sets (roles ending in "(OOD)"), the share of the foreground's fall the background cancels
-    (where the foreground falls by more than 0.05 bits/dim on every OOD set), and the ratio's
-    AUROC on each OOD set."""
+    """What an :func:`inversion_table` shows, in words, per OOD set (roles ending in "(OOD)"):
+    how far the foreground's and the background's bits/dim fall (or rise) from the first set
+    (the in-distribution reference), the share of the foreground's fall the background matches
+    where the foreground falls by more than 0.05 bits/dim, and the ratio's AUROC."""
     ref, auroc_column = inversion.iloc[0], inversion.columns[-1]
     ood = inversion[inversion["role"].str.endswith("(OOD)")]
-    fg_fall = ref["foreground bpd"] - ood["foreground bpd"]
-    bg_fall = ref["background bpd"] - ood["background bpd"]
-    cancelled = bg_fall / fg_fall
-    inverted = ood[auroc_column] < 0.5
-    rise = " (a negative fall is a rise)" if (fg_fall < 0).any() or (bg_fall < 0).any() else ""
-    share = (f"the background cancels {cancelled.min():.0%} to {cancelled.max():.0%} of the "
-             "foreground's fall" if (fg_fall > 0.05).all() else
-             "the foreground's bits/dim do not fall clearly on every OOD set, so there is no "
-             "fall for the background to cancel")
-    return (f"From {ref['set']} to the OOD sets the foreground's bits/dim fall by "
-            f"{fg_fall.min():.2f} to {fg_fall.max():.2f}, the background's by "
-            f"{bg_fall.min():.2f} to {bg_fall.max():.2f}{rise}: {share}. The ratio "
-            f"ranks " + (f"all {len(ood)}" if inverted.all() else f"{inverted.sum()} of the {len(ood)}")
-            + f" OOD sets as more in-distribution than {ref['set']}: AUROC "
-            + ", ".join(f"{r[auroc_column]:.3f} ({r['set']})" for _, r in ood.iterrows()) + ".")
+
+    def change(fall: float) -> str:
+        return f"{'falls' if fall >= 0 else 'rises'} by {abs(fall):.2f}"
+
+    parts = []
+    for _, r in ood.iterrows():
+        fg_fall = ref["foreground bpd"] - r["foreground bpd"]
+        bg_fall = ref["background bpd"] - r["background bpd"]
+        share = f" ({bg_fall / fg_fall:.0%} of the foreground's fall)" if fg_fall > 0.05 else ""
+        parts.append(f"to {r['set']} the foreground's bits/dim {change(fg_fall)}, the "
+                     f"background's {change(bg_fall)}{share}, and the ratio's AUROC is "
+                     f"{r[auroc_column]:.3f}" + (" (inverted)" if r[auroc_column] < 0.5 else ""))
+    inverted = int((ood[auroc_column] < 0.5).sum())
+    return (f"From {ref['set']}: " + "; ".join(parts) + ". The ratio ranks "
+            + (f"all {len(ood)}" if inverted == len(ood) else f"{inverted} of the {len(ood)}")
+            + f" OOD sets as more in-distribution than {ref['set']}.")
