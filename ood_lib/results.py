@@ -67,11 +67,13 @@ def _replace(path: Path, write: Any) -> Path:
 
 
 @contextmanager
-def lock(profile: str, name: str) -> Iterator[None]:
+def lock(profile: str, name: str, wait: bool = True) -> Iterator[bool]:
     """Hold the exclusive lock of result ``name`` of ``profile`` (``flock`` on a file in the
-    results folder's ``locks/``) for the ``with`` block: of two processes that both want to
-    compute ``name``, one computes it while the other waits, then finds it saved. A wait is
-    printed to stderr with its length (side by side, the time a chapter spent idle)."""
+    results folder's ``locks/``) for the ``with`` block, which gets ``True``: of two processes
+    that both want to compute ``name``, one computes it while the other waits, then finds it
+    saved. A wait is printed to stderr with its length (side by side, the time a chapter spent
+    idle). With ``wait=False`` a lock held by another process is not waited for: the block gets
+    ``False`` and holds nothing."""
     path = _path(profile, name, ".lock")
     path = path.parent / "locks" / path.name
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,12 +81,15 @@ def lock(profile: str, name: str) -> Iterator[None]:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            if not wait:
+                yield False
+                return
             t0 = time.perf_counter()
             fcntl.flock(f, fcntl.LOCK_EX)
             print(f"waited {time.perf_counter() - t0:.1f} s for {name} (another process held "
                   "its lock)", file=sys.stderr, flush=True)
         try:
-            yield
+            yield True
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
 

@@ -59,7 +59,8 @@ def cache_name(key: dict[str, str]) -> str:
 
 
 def cached(profile: str, name: str, key: dict[str, str],
-           compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+           compute: Callable[[], dict[str, np.ndarray]],
+           wait: bool = True) -> dict[str, np.ndarray] | None:
     """Per-image arrays of the content ``key`` (e.g. checkpoint and image hashes,
     :data:`SCORER_VERSION`, what was computed), from the profile's results folder, or computed
     and saved there. The one content-keyed cache of the book: :func:`score` and the other
@@ -69,12 +70,16 @@ def cached(profile: str, name: str, key: dict[str, str],
     arrays depend on, and two calls with equal keys share one entry whatever their ``name``.
     ``name`` says what the arrays are (stored with them as ``cache_label``, for a reader of the
     folder); an entry saved under ``name`` by the name-keyed cache before is adopted if the key
-    stored with it matches."""
+    stored with it matches. Another process computing the entry holds its lock: this one waits
+    for it, or with ``wait=False`` returns ``None`` at once (:func:`score_all`)."""
     entry = cache_name(key)
     found = _lookup(profile, entry, name, key)
     if found is not None:
         return found
-    with results.lock(profile, entry):  # a chapter executing beside this one may compute it
+    # a chapter executing beside this one may compute it
+    with results.lock(profile, entry, wait=wait) as held:
+        if not held:
+            return None
         found = _lookup(profile, entry, name, key)
         if found is not None:
             return found
@@ -120,13 +125,36 @@ def cache_key(trained: TrainedModel, images: Tensor, **more: str) -> dict[str, s
 
 
 def score(trained: TrainedModel, eval_set: EvalSet, profile: str,
-          progress: bool = True) -> dict[str, np.ndarray]:
+          progress: bool = True, wait: bool = True) -> dict[str, np.ndarray] | None:
     """Per-image ``log_px`` and every other part of the model (nats) and ``bpd`` of a set,
-    from the content-keyed cache (see the module docstring) or computed and cached."""
+    from the content-keyed cache (see the module docstring) or computed and cached; ``wait``:
+    as :func:`cached` (``None`` only with ``wait=False``)."""
     return cached(profile, f"scores-{trained.key}-{eval_set.name}",
                   cache_key(trained, eval_set.images),
                   lambda: evaluate(trained.model, eval_set.images,
-                                   progress=eval_set.label if progress else False))
+                                   progress=eval_set.label if progress else False), wait=wait)
+
+
+def score_all(jobs: Sequence[tuple[TrainedModel, EvalSet]], profile: str,
+              progress: bool = True) -> list[dict[str, np.ndarray]]:
+    """:func:`score` of every ``(model, set)`` job, in the order of ``jobs``. Side by side with
+    another chapter (``book_runner --jobs 2``), a job whose entry the other is computing (its
+    lock held) is left for later and the next one is computed: a chapter waits for the other
+    only when every entry it still needs is being computed there. Entries are computed in the
+    order given, skipping only the busy ones, so on its own the order is that of ``jobs``."""
+    out: list[dict[str, np.ndarray] | None] = [None] * len(jobs)
+    pending = list(range(len(jobs)))
+    while pending:
+        busy = []
+        for i in pending:
+            out[i] = score(*jobs[i], profile, progress, wait=False)
+            if out[i] is None:
+                busy.append(i)
+        if busy and busy == pending:  # every one left is being computed elsewhere: wait
+            out[busy[0]] = score(*jobs[busy[0]], profile, progress)
+            busy = busy[1:]
+        pending = busy
+    return out
 
 
 @dataclass
@@ -150,14 +178,26 @@ class ScoredPair:
         return self.scores[role]["log_px"]
 
 
+def score_pairs(runs: Sequence[tuple[str, str]], profile: str, seed: int = 0,
+                data_root: str | Path | None = None,
+                progress: bool = True) -> dict[tuple[str, str], ScoredPair]:
+    """For each ``(model, dataset)`` of ``runs``: load the model (never training a cpu/paper
+    model by surprise, see :func:`ood_lib.zoo.registry.get`) and score the paper's three sets
+    with it (cached; :func:`score_all`, so that two chapters scoring the same pairs side by
+    side share the work instead of waiting on each other)."""
+    trained = {run: registry.get(*run, profile, seed=seed, data_root=data_root) for run in runs}
+    sets = {run: {s.role: s for s in paper_sets(run[1], profile, data_root)} for run in runs}
+    jobs = [(run, role) for run in runs for role in sets[run]]
+    scored = dict(zip(jobs, score_all([(trained[run], sets[run][role]) for run, role in jobs],
+                                      profile, progress), strict=True))
+    return {run: ScoredPair(trained[run], sets[run],
+                            {role: scored[(run, role)] for role in sets[run]}) for run in runs}
+
+
 def score_pair(model: str, dataset: str, profile: str, seed: int = 0,
                data_root: str | Path | None = None, progress: bool = True) -> ScoredPair:
-    """Load ``model`` trained on ``dataset`` (never training a cpu/paper model by surprise, see
-    :func:`ood_lib.zoo.registry.get`) and score the paper's three sets with it (cached)."""
-    trained = registry.get(model, dataset, profile, seed=seed, data_root=data_root)
-    sets = {s.role: s for s in paper_sets(dataset, profile, data_root)}
-    return ScoredPair(trained, sets, {role: score(trained, s, profile, progress)
-                                      for role, s in sets.items()})
+    """:func:`score_pairs` of one ``(model, dataset)``."""
+    return score_pairs([(model, dataset)], profile, seed, data_root, progress)[(model, dataset)]
 
 
 def _rows(eval_set: EvalSet, scores: dict[str, np.ndarray], rows: slice, part: str,

@@ -147,6 +147,40 @@ def test_an_entry_wanted_by_two_processes_at_once_is_computed_once(
     assert len(waits) == 1 and scoring.cache_name(key) in waits[0]
 
 
+def test_score_all_computes_the_entries_no_other_process_is_computing_first(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another chapter holds entry ``a``'s lock and finishes it only after this one has
+    computed ``b``: ``score_all([a, b])`` computes ``b`` without waiting, then reads ``a``."""
+    monkeypatch.setenv("OOD_BUILD_DIR", str(tmp_path / "build"))
+    computed_here: list[str] = []
+    b_done, a_started = threading.Event(), threading.Event()
+
+    def fake_score(model: str, name: str, profile: str, progress: bool = True,
+                   wait: bool = True) -> dict[str, np.ndarray] | None:
+        def compute() -> dict[str, np.ndarray]:
+            computed_here.append(name)
+            if name == "b":
+                b_done.set()
+            return {"bpd": np.array([1.0 if name == "b" else 9.0])}
+        return scoring.cached(profile, name, {"model": model, "images": name}, compute, wait=wait)
+
+    def other_chapter() -> None:
+        def slow() -> dict[str, np.ndarray]:
+            a_started.set()
+            assert b_done.wait(10)  # finishes only once b is computed by score_all
+            return {"bpd": np.array([7.0])}
+        scoring.cached("smoke", "a", {"model": "m", "images": "a"}, slow)
+
+    monkeypatch.setattr(scoring, "score", fake_score)
+    other = threading.Thread(target=other_chapter)
+    other.start()
+    assert a_started.wait(10)
+    got = scoring.score_all([("m", "a"), ("m", "b")], "smoke")  # type: ignore[list-item]
+    other.join(10)
+    assert computed_here == ["b"]  # a was the other chapter's
+    assert [g["bpd"][0] for g in got] == [7.0, 1.0]
+
+
 def test_a_result_file_is_replaced_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A save that fails midway leaves the previous file as it was and no temporary file."""
     monkeypatch.setenv("OOD_BUILD_DIR", str(tmp_path / "build"))
