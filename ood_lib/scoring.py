@@ -125,10 +125,17 @@ def cache_key(trained: TrainedModel, images: Tensor, **more: str) -> dict[str, s
 
 
 def score(trained: TrainedModel, eval_set: EvalSet, profile: str,
-          progress: bool = True, wait: bool = True) -> dict[str, np.ndarray] | None:
+          progress: bool = True) -> dict[str, np.ndarray]:
     """Per-image ``log_px`` and every other part of the model (nats) and ``bpd`` of a set,
-    from the content-keyed cache (see the module docstring) or computed and cached; ``wait``:
-    as :func:`cached` (``None`` only with ``wait=False``)."""
+    from the content-keyed cache (see the module docstring) or computed and cached."""
+    scored = _score(trained, eval_set, profile, progress)
+    assert scored is not None  # waiting for the lock always yields the entry
+    return scored
+
+
+def _score(trained: TrainedModel, eval_set: EvalSet, profile: str, progress: bool = True,
+           wait: bool = True) -> dict[str, np.ndarray] | None:
+    """:func:`score`, or with ``wait=False`` ``None`` while another process computes it."""
     return cached(profile, f"scores-{trained.key}-{eval_set.name}",
                   cache_key(trained, eval_set.images),
                   lambda: evaluate(trained.model, eval_set.images,
@@ -147,7 +154,7 @@ def score_all(jobs: Sequence[tuple[TrainedModel, EvalSet]], profile: str,
     while pending:
         busy = []
         for i in pending:
-            out[i] = score(*jobs[i], profile, progress, wait=False)
+            out[i] = _score(*jobs[i], profile, progress, wait=False)
             if out[i] is None:
                 busy.append(i)
         if busy and busy == pending:  # every one left is being computed elsewhere: wait

@@ -171,7 +171,7 @@ def test_score_all_computes_the_entries_no_other_process_is_computing_first(
             return {"bpd": np.array([7.0])}
         scoring.cached("smoke", "a", {"model": "m", "images": "a"}, slow)
 
-    monkeypatch.setattr(scoring, "score", fake_score)
+    monkeypatch.setattr(scoring, "_score", fake_score)
     other = threading.Thread(target=other_chapter)
     other.start()
     assert a_started.wait(10)
