@@ -147,14 +147,14 @@ def execute_chapters(chosen: Sequence[Page], pages: Sequence[Page], profile: str
                 if len(running) >= jobs:
                     break
                 waiting.remove(page)
-                never = [p.name for p in prerequisites(page, notebooks) if runs.get(p.name) is None]
+                before = prerequisites(page, notebooks)
+                never = [p.name for p in before if runs.get(p.name) is None]
                 if never:  # e.g. --chapter X on a fresh clone: the scorecard has nothing to read
                     print(f"[book] {page.name}: not executed, it reads the results of "
                           f"{', '.join(never)}, never executed successfully for profile "
                           f"{profile!r} (build the whole book first)", flush=True)
                     continue
-                inputs = skip.chapter_inputs(
-                    page, shared, [runs.get(p.name) for p in prerequisites(page, notebooks)])
+                inputs = skip.chapter_inputs(page, shared, [runs[p.name] for p in before])
                 reasons = ["--force"] if force else skip.reasons_to_execute(
                     recorded.get(page.name), inputs, executed_path(page, profile), profile)
                 if not reasons:

@@ -59,8 +59,7 @@ def cache_name(key: dict[str, str]) -> str:
 
 
 def cached(profile: str, name: str, key: dict[str, str],
-           compute: Callable[[], dict[str, np.ndarray]],
-           wait: bool = True) -> dict[str, np.ndarray] | None:
+           compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Per-image arrays of the content ``key`` (e.g. checkpoint and image hashes,
     :data:`SCORER_VERSION`, what was computed), from the profile's results folder, or computed
     and saved there. The one content-keyed cache of the book: :func:`score` and the other
@@ -71,7 +70,17 @@ def cached(profile: str, name: str, key: dict[str, str],
     ``name`` says what the arrays are (stored with them as ``cache_label``, for a reader of the
     folder); an entry saved under ``name`` by the name-keyed cache before is adopted if the key
     stored with it matches. Another process computing the entry holds its lock: this one waits
-    for it, or with ``wait=False`` returns ``None`` at once (:func:`score_all`)."""
+    for it, then reads what it saved."""
+    arrays = _try_cached(profile, name, key, compute, wait=True)
+    assert arrays is not None  # waiting for the lock always ends with the entry
+    return arrays
+
+
+def _try_cached(profile: str, name: str, key: dict[str, str],
+                compute: Callable[[], dict[str, np.ndarray]],
+                wait: bool) -> dict[str, np.ndarray] | None:
+    """:func:`cached`; with ``wait=False``, ``None`` at once while another process holds the
+    entry's lock (:func:`score_all`)."""
     entry = cache_name(key)
     found = _lookup(profile, entry, name, key)
     if found is not None:
@@ -128,18 +137,15 @@ def score(trained: TrainedModel, eval_set: EvalSet, profile: str,
           progress: bool = True) -> dict[str, np.ndarray]:
     """Per-image ``log_px`` and every other part of the model (nats) and ``bpd`` of a set,
     from the content-keyed cache (see the module docstring) or computed and cached."""
-    scored = _score(trained, eval_set, profile, progress)
-    assert scored is not None  # waiting for the lock always yields the entry
-    return scored
+    return cached(profile, *_score_entry(trained, eval_set, progress))
 
 
-def _score(trained: TrainedModel, eval_set: EvalSet, profile: str, progress: bool = True,
-           wait: bool = True) -> dict[str, np.ndarray] | None:
-    """:func:`score`, or with ``wait=False`` ``None`` while another process computes it."""
-    return cached(profile, f"scores-{trained.key}-{eval_set.name}",
-                  cache_key(trained, eval_set.images),
-                  lambda: evaluate(trained.model, eval_set.images,
-                                   progress=eval_set.label if progress else False), wait=wait)
+def _score_entry(trained: TrainedModel, eval_set: EvalSet, progress: bool = True,
+                 ) -> tuple[str, dict[str, str], Callable[[], dict[str, np.ndarray]]]:
+    """The cache entry of :func:`score`: its name, its content key and what computes it."""
+    return (f"scores-{trained.key}-{eval_set.name}", cache_key(trained, eval_set.images),
+            lambda: evaluate(trained.model, eval_set.images,
+                             progress=eval_set.label if progress else False))
 
 
 def score_all(jobs: Sequence[tuple[TrainedModel, EvalSet]], profile: str,
@@ -154,10 +160,10 @@ def score_all(jobs: Sequence[tuple[TrainedModel, EvalSet]], profile: str,
     while pending:
         busy = []
         for i in pending:
-            out[i] = _score(*jobs[i], profile, progress, wait=False)
+            out[i] = _try_cached(profile, *_score_entry(*jobs[i], progress), wait=False)
             if out[i] is None:
                 busy.append(i)
-        if busy and busy == pending:  # every one left is being computed elsewhere: wait
+        if busy == pending:  # every one left is being computed elsewhere: wait for the first
             out[busy[0]] = score(*jobs[busy[0]], profile, progress)
             busy = busy[1:]
         pending = busy

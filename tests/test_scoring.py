@@ -155,14 +155,13 @@ def test_score_all_computes_the_entries_no_other_process_is_computing_first(
     computed_here: list[str] = []
     b_done, a_started = threading.Event(), threading.Event()
 
-    def fake_score(model: str, name: str, profile: str, progress: bool = True,
-                   wait: bool = True) -> dict[str, np.ndarray] | None:
+    def fake_entry(model: str, name: str, progress: bool = True) -> tuple:
         def compute() -> dict[str, np.ndarray]:
             computed_here.append(name)
             if name == "b":
                 b_done.set()
             return {"bpd": np.array([1.0 if name == "b" else 9.0])}
-        return scoring.cached(profile, name, {"model": model, "images": name}, compute, wait=wait)
+        return name, {"model": model, "images": name}, compute
 
     def other_chapter() -> None:
         def slow() -> dict[str, np.ndarray]:
@@ -171,7 +170,7 @@ def test_score_all_computes_the_entries_no_other_process_is_computing_first(
             return {"bpd": np.array([7.0])}
         scoring.cached("smoke", "a", {"model": "m", "images": "a"}, slow)
 
-    monkeypatch.setattr(scoring, "_score", fake_score)
+    monkeypatch.setattr(scoring, "_score_entry", fake_entry)
     other = threading.Thread(target=other_chapter)
     other.start()
     assert a_started.wait(10)
